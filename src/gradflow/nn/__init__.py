@@ -1,0 +1,28 @@
+"""Networks: the activation registry, init schemes and the tracked MLP families."""
+
+from gradflow.nn.activations import (
+    ACTIVATIONS,
+    ActivationInfo,
+    UnknownNameError,
+    build_activation,
+    get_activation_info,
+    max_abs_derivative,
+)
+from gradflow.nn.init import INIT_SCHEMES, init_linear
+from gradflow.nn.models import BNMLP, MLP, ResMLP, TrackedModel, layer_name
+
+__all__ = [
+    "ACTIVATIONS",
+    "BNMLP",
+    "INIT_SCHEMES",
+    "MLP",
+    "ActivationInfo",
+    "ResMLP",
+    "TrackedModel",
+    "UnknownNameError",
+    "build_activation",
+    "get_activation_info",
+    "init_linear",
+    "layer_name",
+    "max_abs_derivative",
+]

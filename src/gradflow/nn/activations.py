@@ -1,0 +1,129 @@
+"""The activation registry: one source of truth for every activation gradflow knows.
+
+Models build their nonlinearities from it, the diagnostics read each activation's
+maximum slope from it (saturation is |f'(z)| < 0.1 * max|f'|), the init schemes read
+the matching Kaiming nonlinearity, and the plots draw f and f' from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+# How an activation flattens: on both sides (sigmoid, tanh: a unit can be stuck high
+# or low), on one side (ReLU family: a flat unit is merely inactive), or never.
+Saturation = Literal["two_sided", "one_sided", "none"]
+
+
+@dataclass(frozen=True)
+class ActivationInfo:
+    """What the rest of gradflow needs to know about one activation."""
+
+    name: str
+    factory: Callable[..., nn.Module]
+    saturation: Saturation
+    kaiming_nonlinearity: str  # torch.nn.init.calculate_gain name for He init
+    recommended_init: str  # the init scheme that keeps signals stable for it
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self, **params: Any) -> nn.Module:
+        return self.factory(**{**self.defaults, **params})
+
+
+def _register(*infos: ActivationInfo) -> dict[str, ActivationInfo]:
+    return {info.name: info for info in infos}
+
+
+ACTIVATIONS: dict[str, ActivationInfo] = _register(
+    ActivationInfo("sigmoid", nn.Sigmoid, "two_sided", "sigmoid", "xavier_uniform"),
+    ActivationInfo("tanh", nn.Tanh, "two_sided", "tanh", "xavier_uniform"),
+    ActivationInfo("relu", nn.ReLU, "one_sided", "relu", "kaiming_normal"),
+    ActivationInfo(
+        "leaky_relu",
+        nn.LeakyReLU,
+        "one_sided",
+        "leaky_relu",
+        "kaiming_normal",
+        {"negative_slope": 0.01},
+    ),
+    ActivationInfo("elu", nn.ELU, "one_sided", "relu", "kaiming_normal", {"alpha": 1.0}),
+    ActivationInfo("selu", nn.SELU, "one_sided", "linear", "lecun_normal"),
+    ActivationInfo("gelu", nn.GELU, "one_sided", "relu", "kaiming_normal"),
+    ActivationInfo("silu", nn.SiLU, "one_sided", "relu", "kaiming_normal"),
+    ActivationInfo("softplus", nn.Softplus, "one_sided", "relu", "kaiming_normal"),
+    ActivationInfo("identity", nn.Identity, "none", "linear", "xavier_uniform"),
+)
+
+
+class UnknownNameError(ValueError):
+    """A name that is not in a registry; the message lists the valid ones."""
+
+
+def _split_spec(spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    if isinstance(spec, str):
+        return spec, {}
+    params = dict(spec)
+    try:
+        name = params.pop("name")
+    except KeyError:
+        raise ValueError(f"activation spec {dict(spec)} has no 'name' key") from None
+    return name, params
+
+
+def get_activation_info(spec: str | Mapping[str, Any]) -> ActivationInfo:
+    """Look up an activation by name (or by a `{name: ..., **params}` mapping)."""
+    name, _ = _split_spec(spec)
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise UnknownNameError(
+            f"unknown activation '{name}'; choose one of: {', '.join(ACTIVATIONS)}"
+        ) from None
+
+
+def activation_params(spec: str | Mapping[str, Any]) -> dict[str, Any]:
+    """The activation's parameters, defaults filled in (e.g. leaky_relu's slope)."""
+    name, params = _split_spec(spec)
+    info = get_activation_info(name)
+    unknown = set(params) - set(info.defaults)
+    if unknown:
+        allowed = ", ".join(info.defaults) or "none"
+        raise ValueError(
+            f"activation '{name}' got unknown parameter(s) {sorted(unknown)}; allowed: {allowed}"
+        )
+    return {**info.defaults, **params}
+
+
+def build_activation(spec: str | Mapping[str, Any]) -> nn.Module:
+    """A fresh activation module from a name or `{name: ..., **params}` mapping."""
+    name, _ = _split_spec(spec)
+    return get_activation_info(name).build(**activation_params(spec))
+
+
+@lru_cache(maxsize=64)
+def _max_abs_derivative(name: str, frozen_params: tuple[tuple[str, Any], ...]) -> float:
+    module = build_activation({"name": name, **dict(frozen_params)})
+    # A dense grid that contains 0 exactly, where several maxima (sigmoid, ELU) sit.
+    z = torch.linspace(-30.0, 30.0, 600_001, dtype=torch.float64, requires_grad=True)
+    (slope,) = torch.autograd.grad(module(z).sum(), z)
+    return float(slope.abs().max())
+
+
+def max_abs_derivative(spec: str | Mapping[str, Any]) -> float:
+    """max over z of |f'(z)|, measured once on a fine grid (0.25 for sigmoid)."""
+    name, _ = _split_spec(spec)
+    params = activation_params(spec)
+    return _max_abs_derivative(name, tuple(sorted(params.items())))
+
+
+def derivative(spec: str | Mapping[str, Any], z: torch.Tensor) -> torch.Tensor:
+    """f'(z) elementwise, through autograd so it is exact for every registered f."""
+    module = build_activation(spec)
+    z = z.detach().requires_grad_(True)
+    (slope,) = torch.autograd.grad(module(z).sum(), z)
+    return slope
