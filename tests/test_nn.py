@@ -1,0 +1,186 @@
+"""The activation registry, the init schemes and the three model families."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gradflow.nn import ACTIVATIONS, BNMLP, INIT_SCHEMES, MLP, ResMLP, UnknownNameError
+from gradflow.nn.activations import build_activation, derivative, max_abs_derivative
+from gradflow.nn.init import init_linear
+from gradflow.nn.models import layer_name
+
+MODELS = {"mlp": MLP, "bn_mlp": BNMLP, "res_mlp": ResMLP}
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_every_model_and_activation_has_shapes_and_tracked_layers(model_name, activation):
+    model = MODELS[model_name](activation=activation, init="xavier_uniform", depth=5, width=16)
+    logits = model(torch.rand(7, 1, 28, 28))
+    assert logits.shape == (7, 10)
+    names = model.layer_names
+    assert names == [layer_name(k) for k in range(1, 7)]  # 5 hidden + output
+    layers = model.tracked_layers()
+    assert all(isinstance(layer, nn.Linear) for layer in layers.values())
+    assert layers[names[0]].in_features == 784 and layers[names[-1]].out_features == 10
+    # every hidden layer has exactly one activation module, keyed by the same name
+    assert list(model.activation_modules()) == names[:-1]
+
+
+def test_hidden_sizes_override_depth_and_width():
+    model = MLP("relu", depth=9, width=3, hidden_sizes=[128, 64])
+    widths = [layer.out_features for layer in model.tracked_layers().values()]
+    assert widths == [128, 64, 10]
+
+
+def test_bn_mlp_has_no_bias_before_batchnorm_and_takes_keras_settings():
+    model = BNMLP("sigmoid", hidden_sizes=[128, 64], bn_momentum=0.01, bn_eps=1e-3)
+    hidden = list(model.tracked_layers().values())[:-1]
+    assert all(layer.bias is None for layer in hidden)
+    norms = list(model.norm_modules().values())
+    assert [n.num_features for n in norms] == [128, 64]
+    assert norms[0].momentum == 0.01 and norms[0].eps == 1e-3
+
+
+def test_bn_position_after_normalises_the_activation():
+    model = BNMLP("sigmoid", depth=1, width=64, bn_position="after").train()
+    hidden = model.hidden[0]
+    out = hidden(torch.rand(512, 784))
+    # After BatchNorm each unit is standardised over the batch even though sigmoid is > 0.
+    assert out.mean(0).abs().max() < 1e-4
+    assert (out.std(0, unbiased=False) - 1).abs().max() < 1e-2
+    with pytest.raises(ValueError, match="bn_position"):
+        BNMLP("relu", bn_position="middle")
+
+
+def test_res_mlp_is_the_tutorials_h1_plus_dense_h2():
+    model = ResMLP("relu", "xavier_uniform", depth=3, width=128)
+    assert len(model.blocks) == 1 and model.layer_names[-1] == "layer_04"
+    block = model.blocks[0]
+    x = torch.randn(4, 128)
+    expected = torch.relu(x + block.outer(torch.relu(block.inner.linear(x))))
+    assert torch.allclose(block(x), expected)
+    assert list(model.residual_blocks()) == ["layer_03"]
+    with pytest.raises(ValueError, match="odd number of hidden layers"):
+        ResMLP("relu", depth=4)
+    with pytest.raises(ValueError, match="return to the width"):
+        ResMLP("relu", hidden_sizes=[128, 64, 32])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"depth": 0}, "model.depth must be >= 1, got 0"),
+        ({"width": 0}, "model.width must be > 0, got 0"),
+        ({"hidden_sizes": []}, "model.hidden_sizes must be a non-empty list"),
+        ({"hidden_sizes": [64, -1]}, "model.hidden_sizes must be a non-empty list"),
+    ],
+)
+def test_bad_sizes_fail_with_the_key_and_value(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MLP("relu", **kwargs)
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(UnknownNameError) as err:
+        build_activation("sigmoidd")
+    assert "unknown activation 'sigmoidd'" in str(err.value)
+    assert all(name in str(err.value) for name in ACTIVATIONS)
+    with pytest.raises(UnknownNameError) as err:
+        MLP("relu", init="xavier")
+    assert all(name in str(err.value) for name in INIT_SCHEMES)
+    with pytest.raises(ValueError, match="unknown parameter"):
+        build_activation({"name": "relu", "negative_slope": 0.1})
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("sigmoid", 0.25),
+        ("tanh", 1.0),
+        ("relu", 1.0),
+        ({"name": "leaky_relu", "negative_slope": 2.0}, 2.0),
+        ({"name": "elu", "alpha": 1.5}, 1.5),
+        ("selu", 1.0507009873554805 * 1.6732632423543772),
+        ("identity", 1.0),
+    ],
+)
+def test_max_abs_derivative_matches_the_analytic_value(spec, expected):
+    assert max_abs_derivative(spec) == pytest.approx(expected, rel=1e-4)
+
+
+def test_derivative_is_exact_for_sigmoid():
+    z = torch.linspace(-5, 5, 11)
+    s = torch.sigmoid(z)
+    assert torch.allclose(derivative("sigmoid", z), s * (1 - s))
+
+
+FAN = 512
+
+
+def _variance(init: str | dict, activation: str | None = "relu") -> tuple[float, nn.Linear]:
+    torch.manual_seed(0)
+    layer = nn.Linear(FAN, FAN)
+    info = ACTIVATIONS[activation] if activation else None
+    init_linear(layer, init, info, activation)
+    return float(layer.weight.detach().var()), layer
+
+
+@pytest.mark.parametrize(
+    ("init", "activation", "expected"),
+    [
+        ("default", "relu", 1 / (3 * FAN)),  # U(+-1/sqrt(fan_in))
+        ("xavier_uniform", "relu", 2 / (FAN + FAN)),
+        ("xavier_normal", "sigmoid", 2 / (FAN + FAN)),
+        ("kaiming_uniform", "relu", 2 / FAN),
+        ("kaiming_normal", "relu", 2 / FAN),
+        ("kaiming_normal", "tanh", (5 / 3) ** 2 / FAN),
+        ("kaiming_normal", None, 1 / FAN),  # output layer: linear gain
+        ("lecun_normal", "selu", 1 / FAN),
+        ({"name": "normal", "std": 1.0}, "relu", 1.0),
+        ({"name": "normal", "std": 0.05}, "relu", 0.05**2),
+        ("orthogonal", "relu", 1 / FAN),
+    ],
+)
+def test_init_variance_matches_its_formula_within_10_percent(init, activation, expected):
+    var, layer = _variance(init, activation)
+    assert var == pytest.approx(expected, rel=0.10)
+    if init == "default":
+        assert layer.bias.abs().max() > 0  # PyTorch's own bias init is kept
+    else:
+        assert torch.count_nonzero(layer.bias) == 0
+
+
+def test_orthogonal_rows_are_orthonormal():
+    _, layer = _variance("orthogonal")
+    w = layer.weight.detach()
+    assert torch.allclose(w @ w.T, torch.eye(FAN), atol=1e-4)
+
+
+def test_bad_init_parameters_fail_clearly():
+    with pytest.raises(ValueError, match="init.std must be > 0, got -1"):
+        MLP("relu", init={"name": "normal", "std": -1})
+    with pytest.raises(ValueError, match="unknown parameter"):
+        MLP("relu", init={"name": "xavier_uniform", "std": 1})
+
+
+def _first_last_grad_ratio(activation: str, init: str, depth: int = 10) -> float:
+    torch.manual_seed(0)
+    model = MLP(activation, init, depth=depth, width=128)
+    x, y = torch.rand(256, 1, 28, 28), torch.randint(0, 10, (256,))
+    nn.functional.cross_entropy(model(x), y).backward()
+    layers = list(model.tracked_layers().values())
+    return float(layers[0].weight.grad.norm() / layers[-1].weight.grad.norm())
+
+
+def test_deep_sigmoid_first_layer_gradient_is_orders_of_magnitude_below_relus():
+    sigmoid = _first_last_grad_ratio("sigmoid", "xavier_uniform")
+    relu = _first_last_grad_ratio("relu", "kaiming_normal")
+    assert sigmoid < 1e-3  # the product of <= 0.25 slopes over 10 layers
+    assert 0.1 < relu < 10
+    assert relu / sigmoid > 1e3
+    assert math.isfinite(sigmoid)
