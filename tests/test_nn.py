@@ -184,3 +184,15 @@ def test_deep_sigmoid_first_layer_gradient_is_orders_of_magnitude_below_relus():
     assert 0.1 < relu < 10
     assert relu / sigmoid > 1e3
     assert math.isfinite(sigmoid)
+
+
+@pytest.mark.parametrize(
+    ("activation", "expected"),
+    [("sigmoid", "xavier_uniform"), ("relu", "kaiming_normal"), ("selu", "lecun_normal")],
+)
+def test_matched_init_takes_the_registrys_recommendation(activation, expected):
+    model = MLP(activation, init="matched", depth=2, width=512)
+    assert model.init_spec == expected == ACTIVATIONS[activation].recommended_init
+    if expected == "lecun_normal":
+        var = float(model.tracked_layers()["layer_02"].weight.detach().var())
+        assert var == pytest.approx(1 / 512, rel=0.1)

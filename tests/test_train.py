@@ -12,7 +12,6 @@ import pytest
 
 from gradflow.config import dir_suffix, unique_dir
 from gradflow.train import run
-
 from tests.helpers import REPO_ROOT, TINY
 
 SCRIPT = REPO_ROOT / "scripts" / "train.py"
@@ -59,8 +58,14 @@ def test_unique_dir_never_hands_out_the_same_directory_twice(tmp_path):
 def _train(*args: str, cwd: Path, log_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # Flags such as -m must come before the overrides.
-    cmd = [sys.executable, str(SCRIPT), *args, *TINY, f"paths.log_dir={log_dir}",
-           f"paths.data_dir={log_dir.parent / 'data'}"]
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        *args,
+        *TINY,
+        f"paths.log_dir={log_dir}",
+        f"paths.data_dir={log_dir.parent / 'data'}",
+    ]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 

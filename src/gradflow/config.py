@@ -13,7 +13,7 @@ _claimed_dirs: dict[str, str] = {}
 
 
 def project_root() -> Path:
-    """The checkout holding conf/: $GRADFLOW_ROOT, else the source tree of this package, else CWD."""
+    """The checkout holding conf/: $GRADFLOW_ROOT, else this package's source tree, else CWD."""
     if env := os.environ.get("GRADFLOW_ROOT"):
         return Path(env).resolve()
     source_root = Path(__file__).resolve().parents[2]  # src/gradflow/config.py -> checkout

@@ -59,7 +59,10 @@ def git_commit(root: Path) -> str | None:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, check=True,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -86,6 +89,15 @@ def _scalar(value: Any) -> float | None:
         return None
     number = float(value.item() if isinstance(value, torch.Tensor) else value)
     return number
+
+
+def _gradflow_cause(err: BaseException) -> GradflowError | None:
+    """The GradflowError behind `err`: Hydra wraps errors raised while instantiating."""
+    while err is not None:
+        if isinstance(err, GradflowError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -143,22 +155,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             activation=OmegaConf.to_container(cfg.activation),
             init=OmegaConf.to_container(cfg.init),
         )
-        module = ClassifierModule(net, instantiate(cfg.optimizer), num_classes=cfg.model.num_classes)
+        module = ClassifierModule(
+            net, instantiate(cfg.optimizer), num_classes=cfg.model.num_classes
+        )
         callbacks = instantiate_group(cfg.get("callbacks"))
         loggers = instantiate_group(cfg.get("logger"))
         trainer = instantiate(cfg.trainer, callbacks=[*callbacks, timer], logger=loggers or False)
         summary["timing"] = {"setup_s": round(time.perf_counter() - t_start, 3)}
         trainer.fit(module, datamodule=datamodule)
         summary["status"] = "completed"
-    except DivergedError as err:
-        summary.update(status="diverged", error=str(err))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as err:
+        # Lightning turns Ctrl-C into a graceful shutdown and then exit(1).
+        if isinstance(err, SystemExit) and not (trainer is not None and trainer.interrupted):
+            raise
         summary.update(status="interrupted", error="interrupted by the user (Ctrl-C)")
-    except GradflowError as err:
-        summary.update(status="failed", error=str(err))
-    except Exception as err:  # noqa: BLE001 - recorded, then re-raised by the caller if wanted
-        summary.update(status="failed", error=f"{type(err).__name__}: {err}")
-        log.exception("run failed")
+    except Exception as err:  # noqa: BLE001 - recorded; the caller decides the exit code
+        cause = _gradflow_cause(err)
+        if isinstance(cause, DivergedError):
+            summary.update(status="diverged", error=str(cause))
+        elif cause is not None:  # a known fault: its one sentence is the whole story
+            summary.update(status="failed", error=str(cause))
+        else:
+            summary.update(status="failed", error=f"{type(err).__name__}: {err}")
+            log.exception("run failed")
 
     metrics = {k: _scalar(v) for k, v in (trainer.callback_metrics if trainer else {}).items()}
     summary["metrics"] = {
@@ -195,7 +214,8 @@ def format_summary(summary: Mapping[str, Any], log_root: Path) -> str:
 
     lines = [
         f"status: {summary['status']}" + (f" - {summary['error']}" if summary.get("error") else ""),
-        f"val/acc {fmt(final.get('val/acc'))} (best {fmt(best)}), val/loss {fmt(final.get('val/loss'))}, "
+        f"val/acc {fmt(final.get('val/acc'))} (best {fmt(best)}), "
+        f"val/loss {fmt(final.get('val/loss'))}, "
         f"train/acc {fmt(final.get('train/acc'))}, {summary.get('epochs', 0)} epochs "
         f"in {summary.get('timing', {}).get('total_s', 0):.1f} s",
     ]

@@ -63,19 +63,32 @@ INIT_SCHEMES: dict[str, tuple[WeightInit, dict[str, Any]]] = {
 }
 
 
+MATCHED = "matched"
+
+
+def resolve_matched_init(
+    spec: str | Mapping[str, Any], activation: ActivationInfo
+) -> str | Mapping[str, Any]:
+    """`matched` means the activation's recommended init (the registry says which)."""
+    name = spec if isinstance(spec, str) else spec.get("name")
+    return activation.recommended_init if name == MATCHED else spec
+
+
 def init_params(spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """Split `{name: ..., **params}` (or a bare name) and fill in defaults; checks both."""
     params = {"name": spec} if isinstance(spec, str) else dict(spec)
     name = params.pop("name", None)
     if name not in INIT_SCHEMES:
         raise UnknownNameError(
-            f"unknown init '{name}'; choose one of: {', '.join(INIT_SCHEMES)}"
+            f"unknown init '{name}'; choose one of: {', '.join([*INIT_SCHEMES, MATCHED])}"
         )
     defaults = INIT_SCHEMES[name][1]
     unknown = set(params) - set(defaults)
     if unknown:
         allowed = ", ".join(defaults) or "none"
-        raise ValueError(f"init '{name}' got unknown parameter(s) {sorted(unknown)}; allowed: {allowed}")
+        raise ValueError(
+            f"init '{name}' got unknown parameter(s) {sorted(unknown)}; allowed: {allowed}"
+        )
     merged = {**defaults, **params}
     if "std" in merged and not merged["std"] > 0:
         raise ValueError(f"init.std must be > 0, got {merged['std']}")

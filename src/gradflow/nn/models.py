@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from gradflow.nn.activations import build_activation, get_activation_info
-from gradflow.nn.init import init_linear, init_params
+from gradflow.nn.init import init_linear, init_params, resolve_matched_init
 
 ActivationSpec = str | Mapping[str, Any]
 BNPosition = Literal["before", "after"]
@@ -34,7 +34,8 @@ def resolve_hidden_sizes(
         sizes = [int(s) for s in hidden_sizes]
         if not sizes or any(s <= 0 for s in sizes):
             raise ValueError(
-                f"model.hidden_sizes must be a non-empty list of positive ints, got {list(hidden_sizes)}"
+                "model.hidden_sizes must be a non-empty list of positive ints, "
+                f"got {list(hidden_sizes)}"
             )
         return sizes
     if depth is None or int(depth) < 1:
@@ -88,8 +89,8 @@ class TrackedModel(nn.Module):
         super().__init__()
         self.activation_spec = activation
         self.activation_info = get_activation_info(activation)
-        self.init_spec = init
-        init_params(init)  # fail on a bad init before building anything
+        self.init_spec = resolve_matched_init(init, self.activation_info)
+        init_params(self.init_spec)  # fail on a bad init before building anything
 
     def tracked_layers(self) -> OrderedDict[str, nn.Linear]:
         """Every Linear layer, input to output, the output layer last."""
@@ -255,6 +256,4 @@ class ResMLP(TrackedModel):
 
     def residual_blocks(self) -> OrderedDict[str, ResidualBlock]:
         # Block b's sum feeds the activation of its outer Linear: layer 2b + 3.
-        return OrderedDict(
-            (layer_name(2 * b + 3), block) for b, block in enumerate(self.blocks)
-        )
+        return OrderedDict((layer_name(2 * b + 3), block) for b, block in enumerate(self.blocks))
