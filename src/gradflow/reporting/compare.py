@@ -1,0 +1,127 @@
+"""Compare finished runs: read them back, write summary tables and figures to one folder."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from gradflow.reporting import figures
+from gradflow.reporting.events import HistogramFilter
+from gradflow.reporting.plotting import save_figure
+from gradflow.reporting.runs import Run, load_runs, run_labels
+from gradflow.reporting.tables import runs_markdown, runs_table, seeds_markdown, seeds_table
+
+DEFAULT_LAYERS = ("layer_01",)
+FALLBACK_OUT = Path("reports/compare")
+
+
+@dataclass
+class Comparison:
+    """The runs read, their tables, and every file written (name -> path)."""
+
+    runs: list[Run]
+    table: pd.DataFrame
+    seeds: pd.DataFrame
+    files: dict[str, Path] = field(default_factory=dict)
+    markdown: str = ""
+
+
+def default_out_dir(paths: Sequence[str | Path]) -> Path:
+    """`<PATH>/report` for a single directory argument, else `reports/compare`."""
+    if len(paths) == 1 and Path(paths[0]).is_dir():
+        return Path(paths[0]) / "report"
+    return FALLBACK_OUT
+
+
+def _histogram_filter(layers: Sequence[str]) -> HistogramFilter:
+    if figures.LAST_LAYER in layers:
+        return lambda tag: tag.startswith(figures.ACTIVATIONS_PREFIX)
+    wanted = {figures.ACTIVATIONS_PREFIX + layer for layer in layers}
+    return wanted.__contains__
+
+
+def _markdown(comparison: Comparison, sources: Sequence[str | Path]) -> str:
+    runs, table = comparison.runs, comparison.table
+    statuses = ", ".join(f"{n} {s}" for s, n in Counter(table["status"]).items())
+    parts = [
+        "# Run comparison\n",
+        f"Sources: {', '.join(str(s) for s in sources)}  \n{len(runs)} runs: {statuses}.\n",
+        "## Runs\n",
+        "Grad ratio: first layer / output layer weight-gradient norm "
+        "(≪ 1 vanishing, ≫ 1 exploding).\n",
+        runs_markdown(table),
+        "## Across seeds\n",
+    ]
+    if comparison.seeds.empty:
+        parts.append("No two runs differ only in their seed.\n")
+    else:
+        parts += [
+            "Runs with equal overrides but the seed; mean ± sample std over completed and "
+            "diverged runs; gradient ratio as geometric mean ×/÷ geometric std.\n",
+            seeds_markdown(comparison.seeds),
+        ]
+    problems = [r for r in table.to_dict("records") if r["status"] != "completed"]
+    if problems:
+        parts.append("## Runs that did not complete\n")
+        parts += [
+            f"- `{r['run']}` ({r['status']}): "
+            + (r["error"] if isinstance(r["error"], str) else "no error recorded")
+            for r in problems
+        ]
+        parts.append("")
+    unreadable = [(run.name, p) for run in runs for p in run.events.problems]
+    if unreadable:
+        parts.append("## Event files that could not be read\n")
+        parts += [f"- `{name}`: {problem}" for name, problem in unreadable]
+        parts.append("")
+    figure_files = [p for p in comparison.files.values() if p.suffix == ".png"]
+    if figure_files:
+        parts.append("## Figures\n")
+        parts += [f"![{p.stem}]({p.name})" for p in figure_files]
+        parts.append("")
+    return "\n".join(parts)
+
+
+def compare(
+    paths: Sequence[str | Path],
+    out_dir: str | Path | None = None,
+    layers: Sequence[str] = DEFAULT_LAYERS,
+) -> Comparison:
+    """Read every run under `paths`; write summary.md/.csv, summary_seeds.csv and figures."""
+    runs = load_runs(paths, _histogram_filter(layers))
+    out = Path(out_dir) if out_dir is not None else default_out_dir(paths)
+    out.mkdir(parents=True, exist_ok=True)
+    table = runs_table(runs)
+    comparison = Comparison(runs=runs, table=table, seeds=seeds_table(runs, table))
+    files = comparison.files
+    files["summary.csv"] = out / "summary.csv"
+    table.to_csv(files["summary.csv"], index=False)
+    files["summary_seeds.csv"] = out / "summary_seeds.csv"
+    comparison.seeds.to_csv(files["summary_seeds.csv"], index=False)
+
+    labels = run_labels(runs)
+    drawn = {
+        "val_acc.png": figures.metric_per_epoch_figure(
+            runs, labels, "val/acc", "Validation accuracy"
+        ),
+        "train_acc.png": figures.metric_per_epoch_figure(
+            runs, labels, "train/acc", "Training accuracy"
+        ),
+        "grad_norm_by_layer.png": figures.grad_norm_by_layer_figure(runs, labels),
+        "activation_histograms.png": figures.activation_histograms_figure(runs, labels, layers),
+    }
+    if figures.has_histograms_at(runs, 0):
+        drawn["activation_histograms_step0.png"] = figures.activation_histograms_figure(
+            runs, labels, layers, which=0
+        )
+    for name, fig in drawn.items():
+        files[name] = save_figure(fig, out / name)
+
+    files["summary.md"] = out / "summary.md"
+    comparison.markdown = _markdown(comparison, paths)
+    files["summary.md"].write_text(comparison.markdown)
+    return comparison

@@ -1,0 +1,196 @@
+"""The comparison figures: accuracy per epoch, gradient norm per layer, activation histograms.
+
+Runs of one config (equal overrides but the seed) share a colour; a run that did not
+complete is drawn dashed and says its status in the legend.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from gradflow.reporting.events import histogram_at, histogram_density, layer_number, layer_values
+from gradflow.reporting.events import per_epoch as events_per_epoch
+from gradflow.reporting.plotting import hide_unused, new_figure, note_no_data
+from gradflow.reporting.runs import Run
+
+ACTIVATIONS_PREFIX = "activations/"
+LAST_LAYER = "last"  # in --layers: each run's highest-numbered activation histogram
+MAX_HISTOGRAM_COLUMNS = 6
+
+
+def _palette(n: int) -> list[str]:
+    # tab10 while it lasts, then tab20, so configs stay distinguishable in big sweeps.
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20"]
+    return [cmap(i % 20) for i in range(n)]
+
+
+def run_styles(runs: Sequence[Run]) -> dict[Path, dict]:
+    """Line style per run: colour by config (overrides minus seed), dashed unless completed."""
+    groups = list(dict.fromkeys(run.group_key for run in runs))
+    colors = dict(zip(groups, _palette(len(groups)), strict=True))
+    return {
+        run.path: {
+            "color": colors[run.group_key],
+            "linestyle": "-" if run.status == "completed" else "--",
+        }
+        for run in runs
+    }
+
+
+def _legend_label(run: Run, label: str) -> str:
+    return label if run.status == "completed" else f"{label} ({run.status})"
+
+
+def _legend(fig: Figure, axes: np.ndarray) -> None:
+    handles, labels = [], []
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    if handles:
+        ncols = 1 if len(labels) <= 12 else 2
+        fig.legend(handles, labels, loc="outside right upper", fontsize="small", ncols=ncols)
+
+
+def metric_per_epoch_figure(
+    runs: Sequence[Run], labels: dict[Path, str], tag: str, title: str
+) -> Figure:
+    """`tag` against epoch, one line per run."""
+    fig, axes = new_figure(1, 1, panel_size=(7.0, 4.5))
+    ax = axes[0, 0]
+    styles = run_styles(runs)
+    plotted = 0
+    for run in runs:
+        series = events_per_epoch(run.events, tag)
+        if series.empty:
+            continue
+        ax.plot(
+            series.index, series.to_numpy(), marker=".", label=_legend_label(run, labels[run.path]),
+            **styles[run.path],
+        )  # fmt: skip
+        plotted += 1
+    if plotted:
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(tag)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        _legend(fig, axes)
+    else:
+        note_no_data(ax, f"no run logged {tag}")
+    ax.set_title(f"{title} ({plotted} of {len(runs)} runs logged it)")
+    return fig
+
+
+def _grad_norms(run: Run, which: str) -> tuple[int | None, pd.Series]:
+    """Per-layer gradient norms at the first/last logged step: events, else summary.json."""
+    step, values = layer_values(run.events, "grad_norm", which)
+    if len(values):
+        return step, values
+    logged = run.get("grad_norms", f"{which}_step", default={})
+    if not isinstance(logged, dict):
+        return None, pd.Series(dtype=float)
+    layers = {k: v for k, v in logged.items() if re.fullmatch(r"layer_\d+", k)}
+    order = sorted(layers, key=layer_number)
+    values = pd.Series([float(layers[k]) for k in order], index=order, dtype=float)
+    step = logged.get("step")
+    return (int(step) if isinstance(step, int | float) else None), values
+
+
+def grad_norm_by_layer_figure(runs: Sequence[Run], labels: dict[Path, str]) -> Figure:
+    """Gradient L2 norm per layer on a log axis, first and last logged step side by side."""
+    fig, axes = new_figure(1, 2, panel_size=(5.0, 4.0), sharey=True)
+    styles = run_styles(runs)
+    for ax, which in zip(axes.flat, ("first", "last"), strict=True):
+        plotted, steps = 0, set()
+        for run in runs:
+            step, values = _grad_norms(run, which)
+            y = values.to_numpy(float)
+            keep = np.isfinite(y) & (y > 0)  # a log axis cannot show 0, inf or NaN
+            if not keep.any():
+                continue
+            x = np.array([layer_number(name) for name in values.index])
+            label = _legend_label(run, labels[run.path])
+            ax.plot(x[keep], y[keep], marker=".", label=label, **styles[run.path])
+            if not keep.all():  # mark the dropped layers at the top edge, so they are not lost
+                edge = ax.get_xaxis_transform()
+                color = styles[run.path]["color"]
+                ax.plot(x[~keep], [0.97] * int((~keep).sum()), "x", color=color, transform=edge)
+            plotted += 1
+            steps.add(step)
+        if plotted:
+            ax.set_yscale("log")
+            ax.set_xlabel("layer (input → output)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3, which="major")
+            shown = sorted(s for s in steps if s is not None)
+            at = f"step {shown[0]}" if len(shown) == 1 else "per run"
+            ax.set_title(f"{which} logged step ({at})")
+        else:
+            note_no_data(ax, "no grad_norm/layer_k logged")
+    axes[0, 0].set_ylabel("‖∂loss/∂W‖₂")
+    _legend(fig, axes)
+    fig.suptitle("Weight-gradient norm per layer (× at top: 0, inf or NaN)")
+    return fig
+
+
+def _resolve_layer(run: Run, layer: str) -> str:
+    if layer != LAST_LAYER:
+        return layer
+    names = [t[len(ACTIVATIONS_PREFIX) :] for t in run.events.histogram_tags()]
+    names = [n for n in names if re.fullmatch(r"layer_\d+", n)]
+    return max(names, key=layer_number) if names else "layer_k"  # none logged at all
+
+
+def has_histograms_at(runs: Sequence[Run], step: int) -> bool:
+    """Whether any run logged an activation histogram at `step`."""
+    return any((run.events.histograms["step"] == step).any() for run in runs)
+
+
+def activation_histograms_figure(
+    runs: Sequence[Run], labels: dict[Path, str], layers: Sequence[str], which: str | int = "last"
+) -> Figure:
+    """Activation histograms of `layers` (rows) for each run (columns), at one step per run."""
+    ncols = min(len(runs), MAX_HISTOGRAM_COLUMNS)
+    rows_per_layer = math.ceil(len(runs) / ncols)
+    nrows = len(layers) * rows_per_layer
+    # Fixed margins, not constrained layout: a big sweep makes a grid of dozens of panels.
+    fig, axes = new_figure(nrows, ncols, panel_size=(3.0, 2.4), layout=None)
+    height, width = fig.get_size_inches()[::-1]
+    fig.subplots_adjust(
+        left=0.3 / width, right=1 - 0.2 / width, bottom=0.45 / height, top=1 - 0.9 / height,
+        wspace=0.15, hspace=0.75,
+    )  # fmt: skip
+    styles = run_styles(runs)
+    for li, layer in enumerate(layers):
+        for ri, run in enumerate(runs):
+            ax = axes[li * rows_per_layer + ri // ncols, ri % ncols]
+            name = _resolve_layer(run, layer)
+            row = histogram_at(run.events, ACTIVATIONS_PREFIX + name, which)
+            ax.set_title(f"{labels[run.path]}\n{name}", fontsize="small")
+            ax.set_yticks([])  # density scale differs per panel; the shape is what compares
+            edges, density = (np.array([]), np.array([])) if row is None else histogram_density(row)
+            if density.size == 0:
+                when = "" if which in ("first", "last") else f"\nat step {which}"
+                note_no_data(ax, f"{ACTIVATIONS_PREFIX}{name}\nnot logged{when}")
+                continue
+            ax.stairs(density, edges, fill=True, alpha=0.6, color=styles[run.path]["color"])
+            ax.text(0.98, 0.95, f"step {int(row['step'])}\n{run.status}", ha="right", va="top",
+                    transform=ax.transAxes, fontsize="x-small")  # fmt: skip
+            ax.tick_params(labelsize="x-small")
+        hide_unused(axes[li * rows_per_layer : (li + 1) * rows_per_layer], len(runs))
+    at = {"last": "last logged step", "first": "first logged step"}.get(str(which), f"step {which}")
+    fig.suptitle(f"Activation histograms (density), {at}")
+    return fig

@@ -1,0 +1,257 @@
+"""The comparison tables: one row per run, and one row per config aggregated over seeds."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gradflow.reporting.events import layer_values
+from gradflow.reporting.runs import SEED_KEY, Run, override_key, run_labels
+
+# Runs whose numbers are outcomes of training; failed/interrupted/incomplete runs stopped
+# for reasons outside the config, so they would bias a mean over seeds.
+OUTCOME_STATUSES = ("completed", "diverged")
+RUN_COLUMNS = [
+    "run",
+    "label",
+    "status",
+    "overrides",
+    "seed",
+    "val_acc_final",
+    "val_acc_best",
+    "train_acc_final",
+    "val_loss_final",
+    "train_loss_final",
+    "grad_ratio_first",
+    "grad_ratio_last",
+    "verdict",
+    "epochs",
+    "steps",
+    "total_s",
+    "data_source",
+    "error",
+    "run_dir",
+]
+AGGREGATED_METRICS = ["val_acc_final", "val_acc_best", "train_acc_final"]
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _final(run: Run, tag: str) -> float:
+    """The summary's final value of `tag`, else the last value in the event files."""
+    value = _number(run.get("metrics", "final", tag))
+    if math.isnan(value):
+        series = run.events.scalar(tag)
+        value = float(series.iloc[-1]) if len(series) else math.nan
+    return value
+
+
+def _best_val_acc(run: Run) -> float:
+    value = _number(run.get("metrics", "best", "val/acc_best"))
+    if math.isnan(value):
+        best = run.events.scalar("val/acc_best")
+        value = float(best.iloc[-1]) if len(best) else math.nan
+    if math.isnan(value):
+        val = run.events.scalar("val/acc")
+        value = float(val.max()) if len(val) else math.nan
+    return value
+
+
+def _grad_ratio(run: Run, which: str) -> float:
+    """first/output layer gradient ratio at the first or last logged step: summary, else events."""
+    value = _number(run.get("grad_norms", f"{which}_step", "first_last_ratio"))
+    if not math.isnan(value):
+        return value
+    ratio = run.events.scalar("grad_norm/first_last_ratio")
+    if len(ratio):
+        return float(ratio.iloc[0] if which == "first" else ratio.iloc[-1])
+    _, layers = layer_values(run.events, "grad_norm", which)
+    if len(layers) >= 2 and layers.iloc[-1] != 0:
+        return float(layers.iloc[0] / layers.iloc[-1])
+    return math.nan
+
+
+def _verdict(run: Run) -> str:
+    labels = run.get("verdict", "labels")
+    if isinstance(labels, str):
+        return labels
+    return "+".join(map(str, labels)) if isinstance(labels, list) else ""
+
+
+def run_row(run: Run, label: str) -> dict[str, Any]:
+    """One run's row: identity, status, final/best metrics, gradient ratios, verdict, cost."""
+    return {
+        "run": run.name,
+        "label": label,
+        "status": run.status,
+        "overrides": " ".join(run.overrides),
+        "seed": run.seed,
+        "val_acc_final": _final(run, "val/acc"),
+        "val_acc_best": _best_val_acc(run),
+        "train_acc_final": _final(run, "train/acc"),
+        "val_loss_final": _final(run, "val/loss"),
+        "train_loss_final": _final(run, "train/loss"),
+        "grad_ratio_first": _grad_ratio(run, "first"),
+        "grad_ratio_last": _grad_ratio(run, "last"),
+        "verdict": _verdict(run),
+        "epochs": run.get("epochs"),
+        "steps": run.get("steps"),
+        "total_s": _number(run.get("timing", "total_s")),
+        "data_source": run.get("data", "source"),
+        "error": run.error,
+        "run_dir": str(run.path),
+    }
+
+
+def runs_table(runs: Sequence[Run]) -> pd.DataFrame:
+    """One row per run, plus one column per override key (its value, empty where unset)."""
+    labels = run_labels(runs)
+    table = pd.DataFrame([run_row(run, labels[run.path]) for run in runs], columns=RUN_COLUMNS)
+    for column in ("epochs", "steps"):  # whole numbers, blank where a run never got there
+        table[column] = pd.to_numeric(table[column], errors="coerce").round().astype("Int64")
+    keys = list(dict.fromkeys(k for run in runs for k in run.override_map if k != SEED_KEY))
+    position = RUN_COLUMNS.index("seed")
+    for key in keys:
+        column = key if key not in table.columns else f"override.{key}"
+        values = [run.override_map.get(key) for run in runs]
+        table.insert(position, column, values)
+        position += 1
+    return table
+
+
+def _geometric(values: pd.Series) -> tuple[float, float]:
+    """Geometric mean and std factor of the positive finite values (ratios span decades)."""
+    logs = np.log(values[np.isfinite(values) & (values > 0)].to_numpy(float))
+    if logs.size == 0:
+        return math.nan, math.nan
+    spread = math.exp(logs.std(ddof=1)) if logs.size > 1 else math.nan
+    return math.exp(logs.mean()), spread
+
+
+def _count_text(items: Sequence[str]) -> str:
+    return ", ".join(f"{count} {item}" for item, count in Counter(items).items())
+
+
+def _varying(groups: Sequence[tuple[str, ...]]) -> list[str]:
+    """Per group, its overrides that not every group shares: a short name for a config."""
+    shared = set.intersection(*(set(g) for g in groups)) if groups else set()
+    names = [" ".join(o for o in g if o not in shared) for g in groups]
+    return names if all(names) and len(set(names)) == len(names) else [" ".join(g) for g in groups]
+
+
+def seeds_table(runs: Sequence[Run], table: pd.DataFrame) -> pd.DataFrame:
+    """One row per config that was run with several seeds: mean ± std (sample std) per metric.
+
+    Means use completed and diverged runs (outcomes of the config); the other statuses are
+    counted in `statuses` but left out. `n_seeds` is the number of runs the means use.
+    """
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, run in enumerate(runs):
+        groups.setdefault(run.group_key, []).append(i)
+    seeded = {key: members for key, members in groups.items() if len(members) >= 2}
+    rows = []
+    for (key, members), label in zip(seeded.items(), _varying(list(seeded)), strict=True):
+        rows_of = table.iloc[members]
+        used = rows_of[rows_of["status"].isin(OUTCOME_STATUSES)]
+        row: dict[str, Any] = {
+            "config": " ".join(key) or "(no overrides)",
+            "label": label or "(no overrides)",
+            **{override_key(o): o.split("=", 1)[1] for o in key if "=" in o},
+            "n_seeds": len(used),
+            "seeds": ",".join(str(s) for s in used["seed"] if pd.notna(s)),
+            "statuses": _count_text(list(rows_of["status"])),
+        }
+        for metric in AGGREGATED_METRICS:
+            values = used[metric].astype(float)
+            row[f"{metric}_mean"] = values.mean()
+            row[f"{metric}_std"] = values.std(ddof=1)
+        for which in ("first", "last"):
+            mean, spread = _geometric(used[f"grad_ratio_{which}"].astype(float))
+            row[f"grad_ratio_{which}_gmean"] = mean
+            row[f"grad_ratio_{which}_gstd"] = spread
+        verdicts = [v for v in used["verdict"] if v]
+        row["verdicts"] = _count_text(verdicts)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return format(value, spec) if isinstance(value, int | float) else str(value)
+
+
+def _pm(mean: float, std: float, spec: str) -> str:
+    if math.isnan(mean):
+        return "—"
+    return _fmt(mean, spec) + ("" if math.isnan(std) else " ± " + _fmt(std, spec))
+
+
+def _times(gmean: float, factor: float) -> str:
+    if math.isnan(gmean):
+        return "—"
+    return _fmt(gmean, ".2e") + ("" if math.isnan(factor) else f" ×/÷ {factor:.3g}")
+
+
+def _shorten(text: str, limit: int = 32) -> str:
+    # Hydra job folders can hold every override; the label column already says what varies.
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(rows: Sequence[dict[str, str]]) -> str:
+    """A GitHub-flavoured Markdown table from rows of already formatted text."""
+    if not rows:
+        return "_none_\n"
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(row[h]) for h in header) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def runs_markdown(table: pd.DataFrame) -> str:
+    rows = [
+        {
+            "run": _shorten(r["run"]),
+            "overrides": r["label"],
+            "status": r["status"],
+            "val acc (final)": _fmt(r["val_acc_final"], ".4f"),
+            "val acc (best)": _fmt(r["val_acc_best"], ".4f"),
+            "grad ratio first step": _fmt(r["grad_ratio_first"], ".2e"),
+            "grad ratio last step": _fmt(r["grad_ratio_last"], ".2e"),
+            "verdict": r["verdict"] or "—",
+        }
+        for r in table.to_dict("records")
+    ]
+    return markdown_table(rows)
+
+
+def seeds_markdown(seeds: pd.DataFrame) -> str:
+    rows = [
+        {
+            "config": r["label"],
+            "seeds": f"{r['n_seeds']} ({r['seeds']})" if r["seeds"] else str(r["n_seeds"]),
+            "statuses": r["statuses"],
+            "val acc (final)": _pm(r["val_acc_final_mean"], r["val_acc_final_std"], ".4f"),
+            "val acc (best)": _pm(r["val_acc_best_mean"], r["val_acc_best_std"], ".4f"),
+            "grad ratio first step": _times(
+                r["grad_ratio_first_gmean"], r["grad_ratio_first_gstd"]
+            ),
+            "verdicts": r["verdicts"] or "—",
+        }
+        for r in seeds.to_dict("records")
+    ]
+    return markdown_table(rows)
