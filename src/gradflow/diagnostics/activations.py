@@ -1,0 +1,167 @@
+"""ActivationMonitor: what each hidden layer does to a fixed probe batch.
+
+The probe (the datamodule's `probe_batch(probe_size)`, else the first validation samples)
+runs at step 0 (before any update) and after every `every_n_epochs`-th epoch; the step
+logged is the number of optimizer steps taken. Per hidden layer k:
+
+- `act_mean/layer_k`, `act_std/layer_k`: mean and standard deviation of the activations
+  over all (sample, unit) pairs.
+- `act_saturated/layer_k`, `act_dead/layer_k`: DESIGN's saturation, |f'(z)| < 0.1·max|f'|
+  from the activation registry; the fraction of (sample, unit) pairs, and of units
+  saturated on every probe sample.
+- `grad_signal/layer_k`: RMS of ∂ℓ_i/∂z, each sample's own loss differentiated w.r.t. its
+  pre-activation z (the backpropagated signal, independent of the batch size).
+- BNMLP: `bn_in_std/layer_k` and `bn_out_std/layer_k`, the standard deviation of the
+  BatchNorm's input and output.
+- ResMLP, at the layer whose activation follows a residual sum: `res_skip_std/layer_k`
+  (the skip path, the block's input) and `res_branch_std/layer_k` (the residual branch).
+- Histograms `preactivations/layer_k`, `activations/layer_k`; the picture
+  `figures/activation_histograms` (a grid, one panel per hidden layer).
+
+All scalars of one probe reach the host in one transfer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+
+from gradflow.diagnostics.common import (
+    check_int,
+    finite_values,
+    log_histograms,
+    log_image,
+    log_scalars,
+    tensorboard_writers,
+    tracked_model,
+)
+from gradflow.diagnostics.figures import ActivationHistogramGrid
+from gradflow.diagnostics.probe import ProbeCapture, capture_probe, probe_batch
+from gradflow.diagnostics.stats import rms, saturation_stats, spread
+from gradflow.nn.models import TrackedModel
+
+Stats = dict[str, Any]
+
+
+def probe_statistics(model: TrackedModel, capture: ProbeCapture) -> dict[str, torch.Tensor]:
+    """Every scalar of one probe as 0-d device tensors, keyed by their TensorBoard tag."""
+    out: dict[str, torch.Tensor] = {}
+    for name, z in capture.preacts.items():
+        act = capture.acts[name]
+        saturated, dead = saturation_stats(model.activation_spec, z)
+        out[f"act_mean/{name}"] = act.float().mean()
+        out[f"act_std/{name}"] = spread(act)
+        out[f"act_saturated/{name}"] = saturated
+        out[f"act_dead/{name}"] = dead
+        if name in capture.signals:
+            out[f"grad_signal/{name}"] = rms(capture.signals[name])
+    for kind, tensors in (
+        ("bn_in_std", capture.bn_in),
+        ("bn_out_std", capture.bn_out),
+        ("res_skip_std", capture.res_skip),
+        ("res_branch_std", capture.res_branch),
+    ):
+        out.update({f"{kind}/{name}": spread(t) for name, t in tensors.items()})
+    return out
+
+
+class ActivationMonitor(L.Callback):
+    """Probes activations, saturation and the backpropagated signal on a fixed batch.
+
+    Args:
+        probe_size: samples in the probe batch.
+        every_n_epochs: probe after every N-th epoch (and always at step 0); 0: step 0 only.
+        histograms: log `preactivations/` and `activations/` histograms at each probe.
+        figures: log the `figures/activation_histograms` grid at each probe.
+        backprop_signal: also run one backward pass for `grad_signal/layer_k`.
+    """
+
+    def __init__(
+        self,
+        probe_size: int = 256,
+        every_n_epochs: int = 1,
+        histograms: bool = True,
+        figures: bool = True,
+        backprop_signal: bool = True,
+    ) -> None:
+        check_int("ActivationMonitor", "probe_size", probe_size, 2)
+        check_int("ActivationMonitor", "every_n_epochs", every_n_epochs, 0)
+        self.probe_size = probe_size
+        self.every_n_epochs = every_n_epochs
+        self.histograms = histograms
+        self.figures = figures
+        self.backprop_signal = backprop_signal
+        self.first_probe: Stats | None = None  # {"step": int, tag: value, ...}
+        self.last_probe: Stats | None = None
+        self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._grid = ActivationHistogramGrid()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.first_probe = self.last_probe = None
+        self._batch = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._batch = probe_batch(trainer, pl_module, self.probe_size)
+        self.probe(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.latest(trainer, pl_module)
+
+    def latest(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Stats | None:
+        """The newest probe's scalars, probing first if this epoch's end is due one.
+
+        Idempotent within a step, so another callback (the verdict) may call it at epoch end
+        whichever of the two Lightning calls first.
+        """
+        every = self.every_n_epochs
+        if every > 0 and (trainer.current_epoch + 1) % every == 0 and self._batch is not None:
+            self.probe(trainer, pl_module)
+        return self.last_probe
+
+    def probe(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Stats:
+        """Run the probe now (once per step) and log what it saw."""
+        step = trainer.global_step
+        if self.last_probe is not None and self.last_probe["step"] == step:
+            return self.last_probe
+        model = tracked_model(pl_module)
+        x, y = self._batch
+        capture = capture_probe(model, x, y, backprop=self.backprop_signal)
+        tensors = probe_statistics(model, capture)
+        values = torch.stack(list(tensors.values())).tolist()  # the probe's one transfer
+        scalars = dict(zip(tensors, values, strict=True))
+        log_scalars(trainer, scalars, step)
+        self.last_probe = {"step": step, **scalars}
+        self.first_probe = self.first_probe or self.last_probe
+        writers = tensorboard_writers(trainer)
+        if writers and (self.histograms or self.figures):
+            self._log_pictures(writers, capture, scalars, step)
+        return self.last_probe
+
+    def _log_pictures(self, writers, capture: ProbeCapture, scalars: Stats, step: int) -> None:
+        dropped = 0
+        if self.histograms:
+            tensors = {f"preactivations/{name}": z for name, z in capture.preacts.items()}
+            tensors.update({f"activations/{name}": a for name, a in capture.acts.items()})
+            dropped = log_histograms(writers, tensors, step)
+        if self.figures:
+            values = {name: finite_values(a)[0] for name, a in capture.acts.items()}
+            notes = {name: f"sat {scalars[f'act_saturated/{name}']:.2f}" for name in values}
+            title = f"step {step}"
+            log_image(
+                writers,
+                "figures/activation_histograms",
+                self._grid.draw(values, notes, title),
+                step,
+            )
+        if dropped:
+            rank_zero_warn(
+                f"ActivationMonitor: {dropped} non-finite values left out of the "
+                f"step-{step} histograms"
+            )
+
+    def summary_fields(self) -> dict[str, Any]:
+        """The first and the last probe's scalars, keyed by TensorBoard tag, for summary.json."""
+        return {"activations": {"first_probe": self.first_probe, "last_probe": self.last_probe}}

@@ -1,0 +1,250 @@
+"""GradientMonitor: per-layer weight-gradient norms, update ratios and the divergence stop.
+
+Scalars, every `log_every_n_steps` optimizer steps (step = optimizer steps taken before
+this one, so step 0 is the gradient at initialisation):
+
+- `grad_norm/layer_k`: L2 norm of layer k's weight gradient, before clipping/unscaled.
+- `grad_norm/total`: L2 norm over every parameter's gradient (what clipping would see).
+- `grad_norm/first_last_ratio`: `grad_norm/layer_01` / the output layer's.
+- `update_ratio/layer_k`: lr * ‖∇W‖ / ‖W‖, the relative size of plain SGD's step.
+
+Histograms `gradients/layer_k` and `weights/layer_k` at the first logged step of every
+`histogram_every_n_epochs`-th epoch; the picture `figures/grad_norm_by_layer` (each
+layer's median norm over the epoch's logged steps) at each epoch's end.
+
+Cost: nothing at all at other steps; at a logged step one batched norm computation and one
+device-to-host transfer (finiteness is judged on the fetched numbers, so it is free).
+A NaN/Inf appearing between logged steps is caught at the next one (the weights stay
+non-finite once a step used a non-finite gradient), and at each epoch's end; set
+`check_finite_every_step` to stop at the exact step, at one host sync per step.
+Lightning's `detect_anomaly` is far slower and names no layer.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+
+from gradflow.diagnostics.common import (
+    check_int,
+    log_histograms,
+    log_image,
+    log_scalars,
+    tensorboard_writers,
+    tracked_model,
+)
+from gradflow.diagnostics.figures import GradNormChart
+from gradflow.errors import DivergedError
+
+Row = dict[str, Any]
+
+
+class GradientMonitor(L.Callback):
+    """Logs per-layer gradient statistics at logged steps and stops a diverged run.
+
+    Args:
+        log_every_n_steps: optimizer steps between logged steps; None: the Trainer's
+            `log_every_n_steps`; 0: never.
+        histogram_every_n_epochs: gradient/weight histograms every N epochs (0: never).
+        figures_every_n_epochs: the per-layer bar chart every N epochs (0: never).
+        check_finite_every_step: also check the loss and gradients at every step (one
+            host sync per step) to stop at the exact step a NaN/Inf appears.
+    """
+
+    def __init__(
+        self,
+        log_every_n_steps: int | None = None,
+        histogram_every_n_epochs: int = 1,
+        figures_every_n_epochs: int = 1,
+        check_finite_every_step: bool = False,
+    ) -> None:
+        check_int("GradientMonitor", "log_every_n_steps", log_every_n_steps, 0, optional=True)
+        check_int("GradientMonitor", "histogram_every_n_epochs", histogram_every_n_epochs, 0)
+        check_int("GradientMonitor", "figures_every_n_epochs", figures_every_n_epochs, 0)
+        self.log_every_n_steps = log_every_n_steps
+        self.histogram_every_n_epochs = histogram_every_n_epochs
+        self.figures_every_n_epochs = figures_every_n_epochs
+        self.check_finite_every_step = check_finite_every_step
+        self.first_row: Row | None = None  # the first logged step's norms (summary.json)
+        self.last_row: Row | None = None
+        self.diverged_at_step: int | None = None
+        self.fetches = 0  # device-to-host transfers of statistics, for tests and benchmarks
+        self._epoch_rows: list[Row] = []
+        self._previous_rows: list[Row] = []
+        self._loss: torch.Tensor | None = None
+        self._histograms_due = False
+        self._chart = GradNormChart()
+
+    # -- set-up -----------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._layers = tracked_model(pl_module).tracked_layers()
+        self._params = [(n, p) for n, p in pl_module.named_parameters() if p.requires_grad]
+        self.first_row = self.last_row = self.diverged_at_step = None
+        self._epoch_rows, self._previous_rows = [], []
+
+    def interval(self, trainer: L.Trainer) -> int:
+        """Optimizer steps between logged steps (0: never)."""
+        if self.log_every_n_steps is None:
+            return trainer.log_every_n_steps
+        return self.log_every_n_steps
+
+    def is_logging_step(self, trainer: L.Trainer) -> bool:
+        n = self.interval(trainer)
+        return n > 0 and trainer.global_step % n == 0
+
+    # -- hooks --------------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._epoch_rows:
+            self._previous_rows = self._epoch_rows
+        self._epoch_rows = []
+        every = self.histogram_every_n_epochs
+        self._histograms_due = every > 0 and trainer.current_epoch % every == 0
+
+    def on_before_backward(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
+    ) -> None:
+        self._loss = loss.detach()  # a reference, no sync: read only with the next fetch
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self.is_logging_step(trainer):
+            self._log_step(trainer, optimizer)
+        elif self.check_finite_every_step:
+            self._check_finite(trainer.global_step)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step > 0:  # the last step may have gone unlogged: one sync per epoch
+            self._check_finite(trainer.global_step - 1)
+        every = self.figures_every_n_epochs
+        writers = tensorboard_writers(trainer)
+        if not (writers and every > 0 and (trainer.current_epoch + 1) % every == 0):
+            return
+        medians = self.epoch_medians()
+        if medians is None:
+            return
+        layers = {name: medians[name] for name in self._layers}
+        title = f"epoch {trainer.current_epoch}: median of {medians['n_steps']} steps"
+        log_image(
+            writers,
+            "figures/grad_norm_by_layer",
+            self._chart.draw(layers, title),
+            trainer.global_step,
+        )
+
+    # -- the logged step ----------------------------------------------------------------
+    def _log_step(self, trainer: L.Trainer, optimizer: torch.optim.Optimizer) -> None:
+        step = trainer.global_step
+        weights = [layer.weight for layer in self._layers.values()]
+        with_grad = [p for _, p in self._params if p.grad is not None]
+        # Batched norms (as gradient clipping computes them), in float32 whatever the dtypes.
+        grad_norms = torch._foreach_norm([p.grad for p in with_grad], 2, dtype=torch.float32)
+        by_param = {id(p): norm for p, norm in zip(with_grad, grad_norms, strict=True)}
+        zero = weights[0].new_zeros((), dtype=torch.float32)
+        loss = self._loss if self._loss is not None else zero
+        packed = torch.stack(
+            [
+                *(by_param.get(id(w), zero) for w in weights),
+                *torch._foreach_norm(weights, 2, dtype=torch.float32),
+                torch.linalg.vector_norm(torch.stack(grad_norms)),
+                loss.to(zero),
+            ]
+        )
+        values = packed.tolist()  # the step's one device-to-host transfer
+        self.fetches += 1
+        n = len(weights)
+        names = list(self._layers)
+        norms = dict(zip(names, values[:n], strict=True))
+        total_norm, loss_value = values[2 * n :]
+        if not all(map(math.isfinite, [*norms.values(), total_norm, loss_value])):
+            self._diverge(step, norms, loss_value)
+        lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+        updates = {
+            name: float(lr_of.get(id(w), 0.0)) * norms[name] / w_norm if w_norm else math.inf
+            for name, w, w_norm in zip(names, weights, values[n : 2 * n], strict=True)
+        }
+        first, last = norms[names[0]], norms[names[-1]]
+        ratio = first / last if last else (math.inf if first else math.nan)
+        row: Row = {"step": step, **norms, "total": total_norm, "first_last_ratio": ratio}
+        self.first_row = self.first_row or row
+        self.last_row = row
+        self._epoch_rows.append(row)
+        metrics = {f"grad_norm/{name}": v for name, v in norms.items()}
+        metrics["grad_norm/total"] = total_norm
+        metrics["grad_norm/first_last_ratio"] = ratio
+        metrics.update({f"update_ratio/{name}": v for name, v in updates.items()})
+        log_scalars(trainer, metrics, step)
+        if self._histograms_due:
+            self._histograms_due = False
+            self._log_histograms(trainer, step)
+
+    def _log_histograms(self, trainer: L.Trainer, step: int) -> None:
+        tensors = {}
+        for name, layer in self._layers.items():
+            if layer.weight.grad is not None:
+                tensors[f"gradients/{name}"] = layer.weight.grad
+            tensors[f"weights/{name}"] = layer.weight
+        dropped = log_histograms(tensorboard_writers(trainer), tensors, step)
+        if dropped:
+            rank_zero_warn(
+                f"GradientMonitor: {dropped} non-finite values left out of the "
+                f"step-{step} histograms"
+            )
+
+    # -- divergence ---------------------------------------------------------------------
+    def _check_finite(self, step: int) -> None:
+        """One fused reduction and one host sync over the loss and every gradient."""
+        grads = [p.grad for _, p in self._params if p.grad is not None]
+        parts = [torch.stack(torch._foreach_norm(grads)).sum()] if grads else []
+        if self._loss is not None:
+            parts.append(self._loss.float().to(parts[0].device) if parts else self._loss.float())
+        if parts and not bool(torch.isfinite(torch.stack(parts).sum())):
+            norms = {
+                n: float(layer.weight.grad.norm()) if layer.weight.grad is not None else 0.0
+                for n, layer in self._layers.items()
+            }
+            loss = float(self._loss) if self._loss is not None else math.nan
+            self._diverge(step, norms, loss)
+
+    def _diverge(self, step: int, norms: dict[str, float], loss: float) -> None:
+        self.diverged_at_step = step
+        bad_layer = next((name for name, v in norms.items() if not math.isfinite(v)), None)
+        if bad_layer is None:
+            bad_layer = next(
+                (
+                    name
+                    for name, p in self._params
+                    if p.grad is not None and not bool(torch.isfinite(p.grad).all())
+                ),
+                None,
+            )
+        what = (
+            f"the gradient of {bad_layer} is not finite" if bad_layer else "the loss is not finite"
+        )
+        raise DivergedError(
+            f"training diverged at step {step}: {what} (loss={loss:.4g}); try a smaller "
+            f"optimizer.lr or clip gradients (+trainer.gradient_clip_val=1.0)"
+        )
+
+    # -- read-out -----------------------------------------------------------------------
+    def epoch_medians(self) -> Row | None:
+        """Median of every logged number over the current epoch's logged steps (else over the
+        last epoch that logged any), with `n_steps` and the first and last `steps`."""
+        rows = self._epoch_rows or self._previous_rows
+        if not rows:
+            return None
+        keys = [k for k in rows[0] if k != "step"]
+        medians: Row = {k: statistics.median(r[k] for r in rows) for k in keys}
+        medians.update(n_steps=len(rows), steps=[rows[0]["step"], rows[-1]["step"]])
+        return medians
+
+    def summary_fields(self) -> dict[str, Any]:
+        """Per-layer norms at the first and the last logged step, for summary.json."""
+        return {"grad_norms": {"first_step": self.first_row, "last_step": self.last_row}}

@@ -1,0 +1,45 @@
+"""Per-layer statistics as pure tensor functions; each returns 0-d tensors on the input's
+device, so a caller can stack many of them and fetch them to the host in one transfer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from gradflow.nn.activations import derivative, max_abs_derivative
+
+# DESIGN: a unit is saturated on a sample when |f'(z)| < SATURATION_SLOPE * max|f'|.
+SATURATION_SLOPE = 0.1
+
+ActivationSpec = str | Mapping[str, Any]
+
+
+def saturation_mask(spec: ActivationSpec, preact: torch.Tensor) -> torch.Tensor:
+    """True where the activation's slope at the pre-activation is under 10% of its maximum."""
+    with torch.enable_grad():  # the registry's f' goes through autograd
+        slope = derivative(spec, preact)
+    return slope.abs() < SATURATION_SLOPE * max_abs_derivative(spec)
+
+
+def saturation_stats(
+    spec: ActivationSpec, preact: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(act_saturated, act_dead) of a (samples, units) pre-activation.
+
+    act_saturated: fraction of (sample, unit) pairs saturated; act_dead: fraction of units
+    saturated on every sample.
+    """
+    mask = saturation_mask(spec, preact.reshape(preact.shape[0], -1))
+    return mask.float().mean(), mask.all(dim=0).float().mean()
+
+
+def rms(values: torch.Tensor) -> torch.Tensor:
+    """Root mean square over all entries."""
+    return values.float().pow(2).mean().sqrt()
+
+
+def spread(values: torch.Tensor) -> torch.Tensor:
+    """Standard deviation over all entries (the width of the layer's histogram)."""
+    return values.float().std(correction=0)

@@ -1,0 +1,455 @@
+"""The diagnostics callbacks on tiny offline runs: names, numbers, verdicts, cost, safety.
+
+Runs use stand-ins for the LightningModule/DataModule (a `.model` TrackedModel; a
+datamodule with `probe_batch`) over real MNIST test images when shared/data has them,
+random pixels otherwise, and read the results back from the TensorBoard event files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import inspect
+import math
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.tensorboard import SummaryWriter
+
+from gradflow.diagnostics import (
+    ActivationMonitor,
+    GradientMonitor,
+    VerdictMonitor,
+    VerdictThresholds,
+    capture_probe,
+    judge,
+    saturation_stats,
+)
+from gradflow.diagnostics.common import log_histograms
+from gradflow.errors import ConfigError, DivergedError
+from gradflow.nn import BNMLP, MLP, ResMLP
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW = ROOT.parent / "shared" / "data" / "MNIST" / "raw"
+CALLBACKS_YAML = ROOT / "conf" / "callbacks" / "default.yaml"
+
+
+# ------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def images() -> tuple[torch.Tensor, torch.Tensor]:
+    """1,000 MNIST-shaped images in [0, 1] and labels: the real test split when present."""
+    files = RAW / "t10k-images-idx3-ubyte.gz", RAW / "t10k-labels-idx1-ubyte.gz"
+    if all(f.exists() for f in files):
+        with gzip.open(files[0]) as f:
+            pixels = np.frombuffer(f.read(), np.uint8, offset=16)[: 1000 * 784]
+        with gzip.open(files[1]) as f:
+            labels = np.frombuffer(f.read(), np.uint8, offset=8)[:1000]
+        x = torch.from_numpy(pixels.reshape(-1, 1, 28, 28).astype(np.float32) / 255.0)
+        return x, torch.from_numpy(labels.astype(np.int64))
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(1000, 1, 28, 28, generator=generator), torch.randint(
+        0, 10, (1000,), generator=generator
+    )
+
+
+class TinyModule(L.LightningModule):
+    """ClassifierModule's shape: `.model`, cross-entropy, SGD."""
+
+    def __init__(self, model: torch.nn.Module, lr: float = 0.01) -> None:
+        super().__init__()
+        self.model = model
+        self.lr = lr
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.model(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+class TinyData(L.LightningDataModule):
+    """Batches of 32 in order; the probe batch is the last 256 images (the 'validation')."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        super().__init__()
+        self.x, self.y = x, y
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(self.x[:512], self.y[:512]), batch_size=32)
+
+    def probe_batch(self, n: int):
+        return self.x[-256:][:n], self.y[-256:][:n]
+
+
+def fit(
+    model: torch.nn.Module,
+    callbacks: list[L.Callback],
+    images,
+    tmp_path: Path | None,
+    steps: int = 3,
+    lr: float = 0.01,
+) -> L.Trainer:
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=steps,
+        logger=TensorBoardLogger(tmp_path, name="", version="") if tmp_path else False,
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )
+    trainer.fit(TinyModule(model, lr), datamodule=TinyData(*images))
+    return trainer
+
+
+def monitors(**gradient_kw) -> list[L.Callback]:
+    return [
+        GradientMonitor(log_every_n_steps=gradient_kw.pop("log_every_n_steps", 1), **gradient_kw),
+        ActivationMonitor(),
+        VerdictMonitor(),
+    ]
+
+
+def events(log_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(
+        str(log_dir), size_guidance={k: 0 for k in ("scalars", "histograms", "images", "tensors")}
+    )
+    acc.Reload()
+    return acc
+
+
+def scalar(acc: EventAccumulator, tag: str, step: int) -> float:
+    return next(e.value for e in acc.Scalars(tag) if e.step == step)
+
+
+def verdict_labels(callbacks: list[L.Callback]) -> list[str]:
+    return callbacks[-1].summary_fields()["verdict"]["labels"]
+
+
+# ----------------------------------------------------------------- saturation, by hand
+def test_saturation_stats_by_hand():
+    saturated, dead = saturation_stats("sigmoid", torch.tensor([[0.0, 10.0, -10.0]]))
+    assert saturated.item() == pytest.approx(2 / 3)
+    assert dead.item() == pytest.approx(2 / 3)
+    # Two samples: unit 0 is saturated on one of them only, unit 2 on both.
+    saturated, dead = saturation_stats(
+        "sigmoid", torch.tensor([[0.0, 10.0, -10.0], [10.0, 0.0, -10.0]])
+    )
+    assert saturated.item() == pytest.approx(4 / 6)
+    assert dead.item() == pytest.approx(1 / 3)
+    # |sigmoid'| = 0.025 (10% of 0.25) at |z| = 3.64: just inside, just outside.
+    saturated, _ = saturation_stats("sigmoid", torch.tensor([[3.6, 3.7]]))
+    assert saturated.item() == pytest.approx(0.5)
+    saturated, dead = saturation_stats("relu", torch.tensor([[-1.0, 1.0], [-2.0, 3.0]]))
+    assert (saturated.item(), dead.item()) == (0.5, 0.5)
+    saturated, dead = saturation_stats("identity", torch.full((4, 3), -50.0))
+    assert (saturated.item(), dead.item()) == (0.0, 0.0)
+
+
+# ------------------------------------------------------------------ the tutorial's cases
+def test_deep_sigmoid_vanishes_at_step_0(images, tmp_path):
+    callbacks = monitors()
+    model = MLP("sigmoid", "xavier_uniform", depth=10)
+    weight_norm = model.tracked_layers()["layer_01"].weight.norm().item()
+    fit(model, callbacks, images, tmp_path)
+    acc = events(tmp_path)
+    first, last = scalar(acc, "grad_norm/layer_01", 0), scalar(acc, "grad_norm/layer_11", 0)
+    assert first * 1000 <= last
+    assert scalar(acc, "grad_norm/first_last_ratio", 0) == pytest.approx(first / last, rel=1e-4)
+    update = scalar(acc, "update_ratio/layer_01", 0)
+    assert update == pytest.approx(0.01 * first / weight_norm, rel=1e-4)  # lr * |g| / |W|
+    assert verdict_labels(callbacks) == ["vanishing"]
+    summary = callbacks[0].summary_fields()["grad_norms"]
+    assert summary["first_step"]["step"] == 0
+    assert summary["first_step"]["layer_01"] == pytest.approx(first)
+    assert summary["last_step"]["step"] == 2
+    assert set(summary["last_step"]) >= {"layer_11", "total", "first_last_ratio"}
+
+
+def test_deep_relu_with_kaiming_is_healthy(images, tmp_path):
+    callbacks = monitors()
+    fit(MLP("relu", "kaiming_normal", depth=10), callbacks, images, tmp_path)
+    ratio = scalar(events(tmp_path), "grad_norm/first_last_ratio", 0)
+    assert 0.1 <= ratio <= 10
+    assert verdict_labels(callbacks) == ["healthy"]
+
+
+@pytest.mark.parametrize(
+    ("model", "expected", "extra_tags"),
+    [
+        (lambda: MLP("sigmoid", "xavier_uniform", depth=4), "vanishing", []),
+        (lambda: MLP("relu", "kaiming_normal", depth=4), "healthy", []),
+        (
+            lambda: BNMLP("sigmoid", "xavier_uniform", depth=4),
+            "healthy",
+            ["bn_in_std/layer_01", "bn_out_std/layer_04"],
+        ),
+        (
+            lambda: ResMLP("sigmoid", "xavier_uniform", depth=3),
+            "healthy",
+            ["res_skip_std/layer_03", "res_branch_std/layer_03"],
+        ),
+    ],
+    ids=["sigmoid", "relu_he", "batchnorm", "residual"],
+)
+def test_tutorial_nets_at_depth_4(images, tmp_path, model, expected, extra_tags):
+    callbacks = monitors()
+    fit(model(), callbacks, images, tmp_path)
+    assert verdict_labels(callbacks) == [expected]
+    tags = set(events(tmp_path).Tags()["scalars"])
+    assert {"grad_signal/layer_01", "act_std/layer_01", *extra_tags} <= tags
+
+
+def test_sigmoid_with_huge_init_is_saturated(images, tmp_path):
+    callbacks = monitors()
+    fit(MLP("sigmoid", {"name": "normal", "std": 5.0}, depth=4), callbacks, images, tmp_path)
+    acc = events(tmp_path)
+    saturated = [scalar(acc, f"act_saturated/layer_{k:02d}", 0) for k in range(1, 5)]
+    assert sum(s > 0.5 for s in saturated) >= 3
+    assert "saturated" in verdict_labels(callbacks)
+
+
+def test_relu_layer_with_bias_minus_10_is_dead(images, tmp_path):
+    model = MLP("relu", "kaiming_normal", depth=4)
+    with torch.no_grad():
+        model.tracked_layers()["layer_02"].bias.fill_(-10.0)
+    callbacks = monitors()
+    fit(model, callbacks, images, tmp_path)
+    acc = events(tmp_path)
+    assert scalar(acc, "act_dead/layer_02", 0) == 1.0
+    assert scalar(acc, "act_dead/layer_01", 0) < 0.5
+    labels = verdict_labels(callbacks)
+    assert "dead_units" in labels
+    assert (
+        "layer_02"
+        in callbacks[-1].summary_fields()["verdict"]["evidence"]["dead_units"]["act_dead"]
+    )
+
+
+# ------------------------------------------------------------------------- divergence
+DIVERGED = r"training diverged at step {}: the gradient of layer_\d\d is not finite \(loss="
+
+
+@pytest.mark.parametrize(
+    ("kw", "step"),
+    [
+        ({"log_every_n_steps": 1}, 2),
+        ({"log_every_n_steps": 10, "check_finite_every_step": True}, 2),
+    ],
+    ids=["logged_every_step", "checked_every_step"],
+)
+def test_huge_learning_rate_diverges_naming_step_and_layer(images, kw, step):
+    callbacks = monitors(**kw)
+    with pytest.raises(DivergedError, match=DIVERGED.format(step)):
+        fit(MLP("relu", "kaiming_normal", depth=4), callbacks, images, None, steps=8, lr=100.0)
+    assert callbacks[0].diverged_at_step == step
+    verdict = callbacks[-1].summary_fields()["verdict"]
+    assert "exploding" in verdict["labels"]
+    assert verdict["evidence"]["exploding"]["diverged_at_step"] == step
+
+
+def test_divergence_between_logged_steps_is_caught_at_epoch_end(images):
+    callbacks = monitors(log_every_n_steps=50)
+    with pytest.raises(DivergedError, match=DIVERGED.format(4)):
+        fit(MLP("relu", "kaiming_normal", depth=4), callbacks, images, None, steps=5, lr=100.0)
+
+
+def test_deep_std3_init_diverges_at_step_0(images, tmp_path):
+    model = MLP("relu", {"name": "normal", "std": 3.0}, depth=20)
+    with pytest.raises(DivergedError, match=DIVERGED.format(0)):
+        fit(model, monitors(), images, tmp_path)
+
+
+def test_histogram_of_non_finite_values_does_not_crash(tmp_path):
+    writer = SummaryWriter(tmp_path)
+    tensors = {
+        "h/some_nan": torch.tensor([1.0, 2.0, math.nan, math.inf, -math.inf, 3.0]),
+        "h/all_nan": torch.full((5,), math.nan),
+        "h/constant": torch.ones(7),
+    }
+    assert log_histograms([writer], tensors, step=0) == 3 + 5
+    writer.close()
+    acc = events(tmp_path)
+    assert set(acc.Tags()["histograms"]) == {"h/some_nan", "h/constant"}
+    (kept,) = acc.Histograms("h/some_nan")
+    assert (kept.histogram_value.num, kept.histogram_value.max) == (3, 3.0)
+
+
+# ------------------------------------------------------------------- probing is harmless
+def test_probe_removes_hooks_restores_state_and_leaves_grads(images):
+    model = BNMLP("sigmoid", "xavier_uniform", depth=3).eval()
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    x, y = images[0][:64], images[1][:64]
+    capture = capture_probe(model, x, y)
+    assert set(capture.preacts) == set(capture.signals) == {"layer_01", "layer_02", "layer_03"}
+    assert capture.bn_out["layer_01"].std().item() == pytest.approx(1.0, abs=0.05)  # batch stats
+    assert not any(m.training for m in model.modules())
+    assert all(torch.equal(b, buffers[n]) for n, b in model.named_buffers())
+    assert all(p.grad is None for p in model.parameters())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_no_hooks_remain_after_a_run(images, tmp_path):
+    model = ResMLP("relu", "kaiming_normal", depth=3)
+    fit(model, monitors(), images, tmp_path)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_diagnostics_leave_training_bit_identical(images, tmp_path):
+    def trained(callbacks: list[L.Callback]) -> dict[str, torch.Tensor]:
+        L.seed_everything(3, verbose=False)
+        model = BNMLP("sigmoid", "xavier_uniform", depth=3)
+        fit(model, callbacks, images, tmp_path if callbacks else None, steps=4)
+        return model.state_dict()
+
+    plain, watched = trained([]), trained(monitors())
+    assert all(torch.equal(plain[k], watched[k]) for k in plain)
+
+
+# ---------------------------------------------------------------------------- cost
+def test_gradient_monitor_works_only_at_logged_steps(images, tmp_path, monkeypatch):
+    norm_calls = []
+    foreach_norm = torch._foreach_norm
+    monkeypatch.setattr(
+        torch, "_foreach_norm", lambda *a, **k: norm_calls.append(1) or foreach_norm(*a, **k)
+    )
+    monitor = GradientMonitor(
+        log_every_n_steps=4, histogram_every_n_epochs=0, figures_every_n_epochs=0
+    )
+    fit(MLP("relu", "kaiming_normal", depth=3), [monitor], images, tmp_path, steps=10)
+    assert [e.step for e in events(tmp_path).Scalars("grad_norm/total")] == [0, 4, 8]
+    assert monitor.fetches == 3
+    # Two batched norms (gradients, weights) per logged step, one finiteness check per epoch.
+    assert len(norm_calls) == 3 * 2 + 1
+
+
+# -------------------------------------------------------------------------- outputs
+def test_pictures_text_and_histograms_reach_tensorboard(images, tmp_path):
+    fit(MLP("tanh", "xavier_uniform", depth=3), monitors(log_every_n_steps=2), images, tmp_path)
+    tags = events(tmp_path).Tags()
+    assert {"figures/grad_norm_by_layer", "figures/activation_histograms"} <= set(tags["images"])
+    assert {
+        "gradients/layer_04",
+        "weights/layer_01",
+        "activations/layer_03",
+        "preactivations/layer_01",
+    } <= set(tags["histograms"])
+    assert "verdict/text_summary" in tags["tensors"]
+    assert {"update_ratio/layer_01", "act_mean/layer_03", "grad_norm/total"} <= set(tags["scalars"])
+
+
+def test_runs_without_a_logger(images):
+    callbacks = monitors()
+    fit(MLP("relu", "kaiming_normal", depth=3), callbacks, images, None)
+    assert callbacks[0].summary_fields()["grad_norms"]["last_step"]["step"] == 2
+    assert callbacks[1].summary_fields()["activations"]["first_probe"]["step"] == 0
+    assert callbacks[-1].verdict_text().startswith("verdict: healthy")
+
+
+def test_probe_falls_back_to_the_validation_loader(images):
+    class WithValidation(TinyModule):
+        def validation_step(self, batch, batch_idx):
+            return None
+
+    x, y = images
+    probe = ActivationMonitor(probe_size=40)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        logger=False,
+        callbacks=[probe],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.fit(
+        WithValidation(MLP("relu", "kaiming_normal", depth=2)),
+        train_dataloaders=DataLoader(TensorDataset(x[:64], y[:64]), batch_size=32, shuffle=True),
+        val_dataloaders=DataLoader(TensorDataset(x[500:], y[500:]), batch_size=32),
+    )
+    assert torch.equal(probe._batch[0], x[500:540])
+
+
+# ---------------------------------------------------------------------------- verdict
+def test_verdict_rules():
+    def labels(**kw):
+        base = dict(
+            first_last_ratio=1.0,
+            total_norm=1.0,
+            act_saturated={},
+            act_dead={},
+            saturation="two_sided",
+        )
+        return judge(**{**base, **kw}).labels
+
+    assert labels() == ["healthy"]
+    assert labels(first_last_ratio=1e-3) == ["vanishing"]
+    assert labels(first_last_ratio=1e3) == ["exploding"]
+    assert labels(total_norm=5e3) == ["exploding"]
+    assert labels(total_norm=math.inf) == ["exploding"]
+    assert labels(diverged_at_step=7) == ["exploding"]
+    most = {"layer_01": 0.9, "layer_02": 0.9, "layer_03": 0.1}
+    assert labels(act_saturated=most) == ["saturated"]
+    assert labels(act_saturated={**most, "layer_04": 0.1}) == ["healthy"]  # 2 of 4: not most
+    assert labels(act_saturated=most, saturation="one_sided") == ["healthy"]
+    assert labels(act_dead={"layer_01": 0.0, "layer_02": 0.5}) == ["dead_units"]
+    assert labels(first_last_ratio=1e-4, act_dead={"layer_01": 1.0}) == ["vanishing", "dead_units"]
+    verdict = judge(
+        first_last_ratio=1e-3,
+        total_norm=1.0,
+        act_saturated=None,
+        act_dead=None,
+        saturation="two_sided",
+    )
+    assert verdict.as_dict()["evidence"]["vanishing"] == {"first_last_ratio": 1e-3}
+    assert verdict.as_dict()["thresholds"]["vanishing_ratio"] == 5e-2
+
+
+def test_verdict_thresholds_from_config():
+    assert VerdictThresholds.from_config({"dead_fraction": 0.3}).dead_fraction == 0.3
+    with pytest.raises(ConfigError, match="unknown verdict threshold.*vanish_ratio"):
+        VerdictThresholds.from_config({"vanish_ratio": 0.1})
+    with pytest.raises(ConfigError, match="positive"):
+        VerdictThresholds.from_config({"dead_fraction": -1})
+
+
+# ----------------------------------------------------------------------------- config
+def test_default_callbacks_config_lists_every_argument():
+    group = OmegaConf.load(CALLBACKS_YAML)
+    built = [instantiate(node) for node in group.values() if "_target_" in node]
+    assert [type(c) for c in built] == [GradientMonitor, ActivationMonitor, VerdictMonitor]
+    for node, callback in zip(group.values(), built, strict=True):
+        params = set(inspect.signature(type(callback).__init__).parameters) - {"self"}
+        assert set(node) - {"_target_"} == params
+    assert built[-1].thresholds == VerdictThresholds()  # the YAML repeats the measured defaults
+    assert OmegaConf.load(CALLBACKS_YAML.with_name("none.yaml")) in ({}, None)
+
+
+def test_bad_arguments_fail_with_one_sentence():
+    with pytest.raises(ValueError, match=r"GradientMonitor.log_every_n_steps must be an int >= 0"):
+        GradientMonitor(log_every_n_steps=-1)
+    with pytest.raises(ValueError, match=r"ActivationMonitor.probe_size must be an int >= 2"):
+        ActivationMonitor(probe_size=1)
+
+
+# ------------------------------------------------------------------------ composed run
+def test_composed_run_writes_the_diagnostics_to_summary(compose_cfg):
+    from gradflow.train import run
+
+    summary = run(compose_cfg("activation=sigmoid", "callbacks=default"))
+    assert summary["status"] == "completed", summary["error"]
+    assert summary["grad_norms"]["first_step"]["step"] == 0
+    assert summary["activations"]["first_probe"]["step"] == 0
+    assert summary["verdict"]["labels"]
+    assert set(summary["verdict"]["thresholds"]) == set(VerdictThresholds().__dict__)
