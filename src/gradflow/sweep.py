@@ -1,0 +1,72 @@
+"""The end of a sweep: what became of each job, and how to run the unfinished ones again.
+
+`SweepReport` is a Hydra callback (conf/hydra/default.yaml). Every job records its own
+fate in summary.json (a job that raises or diverges does not stop the others), so the
+report reads the job directories: that works whichever launcher ran the jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from gradflow.resume import FINISHED, HYDRA_DIR, SUMMARY_FILE
+
+# No summary.json: the job was killed (or is still running elsewhere).
+INCOMPLETE = "incomplete"
+_last_report: dict[str, Any] = {}
+
+
+def job_statuses(sweep_dir: Path) -> dict[str, tuple[str, str | None]]:
+    """{job directory name: (status, error)} for every job directory of a sweep."""
+    jobs = {}
+    for job_dir in sorted(p.parent for p in sweep_dir.glob(f"*/{HYDRA_DIR}")):
+        try:
+            summary = json.loads((job_dir / SUMMARY_FILE).read_text())
+            jobs[job_dir.name] = (str(summary.get("status")), summary.get("error"))
+        except (OSError, ValueError):
+            jobs[job_dir.name] = (INCOMPLETE, "no summary.json: the job was killed")
+    return jobs
+
+
+def format_report(sweep_dir: Path, jobs: dict[str, tuple[str, str | None]]) -> str:
+    """A few lines: the count per status, each unfinished job's error, the relaunch command."""
+    counts: dict[str, int] = {}
+    for status, _ in jobs.values():
+        counts[status] = counts.get(status, 0) + 1
+    lines = [
+        f"sweep: {len(jobs)} jobs in {sweep_dir}: "
+        + ", ".join(f"{n} {status}" for status, n in counts.items())
+    ]
+    unfinished = {name: job for name, job in jobs.items() if job[0] not in FINISHED}
+    lines += [f"  {name}: {status} - {error}" for name, (status, error) in unfinished.items()]
+    if unfinished:
+        lines.append(
+            f"run the {len(unfinished)} unfinished job(s) again (finished ones are skipped): "
+            f"python scripts/train.py -m {shlex.quote(f'resume={sweep_dir}')}"
+        )
+    return "\n".join(lines)
+
+
+def sweep_failed() -> bool:
+    """Whether the last sweep of this process left a job unfinished (failed, killed, ...)."""
+    return bool(_last_report.get("unfinished"))
+
+
+class SweepReport(Callback):
+    """Prints the sweep's outcome at its end and remembers whether any job is unfinished."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = job_statuses(sweep_dir)
+        _last_report.update(
+            sweep_dir=sweep_dir,
+            unfinished=[name for name, (status, _) in jobs.items() if status not in FINISHED],
+        )
+        print(format_report(sweep_dir, jobs), file=sys.stdout, flush=True)

@@ -1,0 +1,350 @@
+"""A crash, a kill or Ctrl-C loses nothing: runs continue from last.ckpt, sweeps relaunch.
+
+Fast tests go through `train.run` in-process and the pure helpers; the ones that kill or
+interrupt a real `scripts/train.py` process are marked slow (about a minute each here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf, open_dict
+from tensorboard.backend.event_processing import event_accumulator as ea
+
+from gradflow.errors import ConfigError
+from gradflow.module import ClassifierModule
+from gradflow.nn import MLP
+from gradflow.resume import (
+    checkpoint_progress,
+    merge_overrides,
+    resume_argv,
+)
+from gradflow.sweep import format_report, job_statuses
+from gradflow.train import run
+from tests.helpers import REPO_ROOT, TINY
+
+SCRIPT = REPO_ROOT / "scripts" / "train.py"
+# Long enough epochs (125 steps) to be killed in the middle of one; Adam so the net learns.
+KILLABLE = [
+    "data.train_size=2000",
+    "data.val_size=200",
+    "data.batch_size=16",
+    "data.download=false",
+    "trainer.enable_progress_bar=false",
+    "model.width=32",
+    "optimizer=adam",
+]
+# Tags the tiny runs log once per epoch (the module's own; DESIGN.md).
+EPOCH_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best")
+
+
+def _cfg(compose_cfg, run_dir: Path, *overrides: str):
+    cfg = compose_cfg("optimizer=adam", "callbacks=none", *overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+    return cfg
+
+
+def tensorboard_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """What TensorBoard shows: every event file of the directory, purges applied."""
+    acc = ea.EventAccumulator(str(run_dir), size_guidance={ea.SCALARS: 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+# ------------------------------------------------------------------------- in-process
+
+
+def test_extended_run_matches_one_that_ran_straight_through(compose_cfg, tmp_path):
+    straight = run(_cfg(compose_cfg, tmp_path / "straight", "trainer.max_epochs=3"))
+    first = run(_cfg(compose_cfg, tmp_path / "resumed", "trainer.max_epochs=1"))
+    resumed_dir = tmp_path / "resumed"
+    assert first["checkpoint"] == str(resumed_dir / "checkpoints" / "last.ckpt")
+    assert checkpoint_progress(Path(first["checkpoint"])) == (1, 8)
+    ckpt = tmp_path / "epoch1.ckpt"  # kept aside: the resumed run overwrites last.ckpt
+    ckpt.write_bytes(Path(first["checkpoint"]).read_bytes())
+
+    resumed = run(_cfg(compose_cfg, resumed_dir, "trainer.max_epochs=3", f"resume={resumed_dir}"))
+    assert resumed["status"] == "completed"
+    assert resumed["resumed_from"] == {"checkpoint": first["checkpoint"], "epochs": 1, "steps": 8}
+    # Bit-identical on CPU: the same weights, optimizer state and per-epoch batch order.
+    assert resumed["metrics"] == straight["metrics"]
+    assert (
+        (resumed["epochs"], resumed["steps"])
+        == (straight["epochs"], straight["steps"])
+        == (
+            3,
+            24,
+        )
+    )
+    assert len(resumed["timing"]["epoch_s"]) == 3  # the first epoch's time came from last.ckpt
+    assert resumed["timing"]["epoch_s"][0] == first["timing"]["epoch_s"][0]
+    # One point per epoch and tag, as in the straight run, across the two event files.
+    shown, expected = tensorboard_scalars(resumed_dir), tensorboard_scalars(tmp_path / "straight")
+    for tag in EPOCH_TAGS:
+        assert shown[tag] == expected[tag], tag
+
+    # ckpt_path starts a new run (its own directory) from another run's checkpoint.
+    branched = run(
+        _cfg(compose_cfg, tmp_path / "branch", "trainer.max_epochs=3", f"ckpt_path={ckpt}")
+    )
+    assert branched["metrics"] == straight["metrics"] and branched["resumed_from"]["epochs"] == 1
+
+    # Resuming a finished run returns its summary and touches nothing.
+    before = [(p, p.stat().st_mtime_ns) for p in sorted(resumed_dir.rglob("*"))]
+    again = run(_cfg(compose_cfg, resumed_dir, "trainer.max_epochs=3", f"resume={resumed_dir}"))
+    assert again == json.loads((resumed_dir / "summary.json").read_text())
+    assert [(p, p.stat().st_mtime_ns) for p in sorted(resumed_dir.rglob("*"))] == before
+
+
+def test_checkpoint_keeps_the_best_val_accuracy():
+    # MaxMetric's state is not in the state dict, and on_train_start resets it.
+    module = ClassifierModule(MLP(depth=1, width=4), torch.optim.SGD)
+    module.val_acc_best.update(torch.tensor(0.75))
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    restored = ClassifierModule(MLP(depth=1, width=4), torch.optim.SGD)
+    restored.on_load_checkpoint(checkpoint)
+    restored.on_train_start()
+    restored.val_acc_best.update(torch.tensor(0.5))
+    assert restored.val_acc_best.compute().item() == 0.75
+    fresh = ClassifierModule(MLP(depth=1, width=4), torch.optim.SGD)
+    fresh.on_load_checkpoint({})  # a checkpoint from before any validation
+    fresh.on_train_start()
+    fresh.val_acc_best.update(torch.tensor(0.5))
+    assert fresh.val_acc_best.compute().item() == 0.5
+
+
+def test_checkpoint_none_turns_checkpoints_off(compose_cfg, tmp_path):
+    # (callbacks=none keeps them: every other run in this file has both.)
+    summary = run(_cfg(compose_cfg, tmp_path / "b", "checkpoint=none"))
+    assert summary["status"] == "completed" and summary["checkpoint"] is None
+    assert not (tmp_path / "b" / "checkpoints").exists()
+
+
+# ----------------------------------------------------------------------- command line
+
+
+def _hydra_run_dir(path: Path, overrides: list[str]) -> Path:
+    hydra = path / ".hydra"
+    hydra.mkdir(parents=True)
+    (hydra / "config.yaml").write_text("seed: 42\n")
+    (hydra / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    return path
+
+
+def test_resume_argv_for_one_run(tmp_path):
+    run_dir = _hydra_run_dir(tmp_path / "14-00-00_activation=relu,model.depth=3", [])
+    argv = resume_argv(["train.py", f"resume={run_dir}", "trainer.max_epochs=20"])
+    assert argv == [
+        "train.py",
+        "--config-path",
+        f"{run_dir}/.hydra",
+        "--config-name",
+        "config",
+        "trainer.max_epochs=20",
+        f"hydra.run.dir='{run_dir}'",  # quoted: the comma and '=' stay part of the path
+        "hydra.output_subdir=null",
+        f"++resume='{run_dir}'",
+    ]
+    assert resume_argv(["train.py", "activation=tanh"]) == ["train.py", "activation=tanh"]
+    with pytest.raises(ConfigError, match=r"resume=.*/nowhere is not allowed: there is no such"):
+        resume_argv(["train.py", f"resume={tmp_path / 'nowhere'}"])
+    with pytest.raises(ConfigError, match="it is not a run directory .*no .hydra/config.yaml"):
+        resume_argv(["train.py", f"resume={tmp_path}"])
+
+
+def test_resume_argv_for_a_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    saved = {
+        "hydra": ["hydra.mode=MULTIRUN", "hydra.launcher.n_jobs=2"],
+        "task": ["activation=relu,tanh", "callbacks=none", "++resume='/old'"],
+    }
+    OmegaConf.save({"hydra": {"overrides": saved}}, sweep / "multirun.yaml")
+    argv = resume_argv(["train.py", "-m", f"resume={sweep}", "activation=relu,tanh"])
+    assert argv == [
+        "train.py",
+        "-m",
+        "activation=relu,tanh",
+        "callbacks=none",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir='{sweep}'",
+        f"++resume='{sweep}'",
+    ]
+    with pytest.raises(ConfigError, match="started with .activation=relu,tanh callbacks=none.*"):
+        resume_argv(["train.py", "-m", f"resume={sweep}", "model.depth=5"])
+    with pytest.raises(ConfigError, match="is a sweep directory: add -m"):
+        resume_argv(["train.py", f"resume={sweep}"])
+    with pytest.raises(ConfigError, match="not a sweep directory .*no multirun.yaml"):
+        resume_argv(["train.py", "-m", f"resume={tmp_path}"])
+
+
+def test_merge_overrides_keeps_the_history():
+    old = ["activation=sigmoid", "trainer.max_epochs=4", "++resume=/x"]
+    new = ["++resume='/x'", "trainer.max_epochs=20", "+trainer.max_time=00:01:00:00"]
+    assert merge_overrides(old, new) == [
+        "activation=sigmoid",
+        "trainer.max_epochs=20",
+        "+trainer.max_time=00:01:00:00",
+    ]
+
+
+def test_sweep_report_names_unfinished_jobs(tmp_path):
+    for name, summary in (
+        ("0_a", {"status": "completed"}),
+        ("1_b", {"status": "diverged", "error": "NaN loss at step 3"}),
+        ("2_c", {"status": "failed", "error": "model.depth=0 is not allowed: ..."}),
+        ("3_d", None),
+    ):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        if summary:
+            (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    report = format_report(tmp_path, job_statuses(tmp_path))
+    assert report.splitlines() == [
+        f"sweep: 4 jobs in {tmp_path}: 1 completed, 1 diverged, 1 failed, 1 incomplete",
+        "  2_c: failed - model.depth=0 is not allowed: ...",
+        "  3_d: incomplete - no summary.json: the job was killed",
+        "run the 2 unfinished job(s) again (finished ones are skipped): "
+        f"python scripts/train.py -m resume={tmp_path}",
+    ]
+
+
+# ------------------------------------------------------------------- real processes
+
+
+def _start(*args: str, log_dir: Path) -> subprocess.Popen:
+    cmd = [sys.executable, str(SCRIPT), *args, f"paths.log_dir={log_dir}"]
+    cmd.append(f"paths.data_dir={log_dir.parent / 'data'}")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(root: Path, pattern: str, proc: subprocess.Popen, timeout: float = 240) -> Path:
+    """The first file under `root` matching `pattern`, once the running `proc` wrote it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(root.glob(pattern))
+        if found:
+            return found[0]
+        if proc.poll() is not None:
+            raise AssertionError(f"exited early ({proc.returncode}): {proc.stderr.read()[-3000:]}")
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"{root}/{pattern} never appeared")
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result(compose_cfg, tmp_path):
+    epochs = ["trainer.max_epochs=3"]
+    run_dir = tmp_path / "logs" / "killed"
+    proc = _start(*KILLABLE, *epochs, f"hydra.run.dir={run_dir}", log_dir=tmp_path / "logs")
+    _wait_for(run_dir, "checkpoints/last.ckpt", proc)
+    time.sleep(0.5)  # into the second epoch (about 2 s long here)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run_dir / "summary.json").exists()
+    done, _ = checkpoint_progress(run_dir / "checkpoints" / "last.ckpt")
+    assert 1 <= done < 3, "the kill came after the last epoch"
+
+    resume = _start(f"resume={run_dir}", log_dir=tmp_path / "logs")
+    out, err = resume.communicate(timeout=300)
+    assert resume.returncode == 0, err[-3000:]
+    resumed = json.loads((run_dir / "summary.json").read_text())
+
+    cfg = compose_cfg(*KILLABLE, *epochs, tiny=False)  # the default diagnostics, as killed
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "straight")
+    straight = run(cfg)
+    assert resumed["status"] == "completed" and resumed["resumed_from"]["epochs"] == done
+    # Bit-identical: same weights, optimizer state and batch order from the checkpoint on.
+    assert resumed["metrics"] == straight["metrics"]
+    assert (resumed["epochs"], resumed["steps"]) == (straight["epochs"], straight["steps"])
+    assert len(resumed["timing"]["epoch_s"]) == 3
+    # TensorBoard shows each step once: the re-run part of the killed epoch is purged.
+    shown, expected = tensorboard_scalars(run_dir), tensorboard_scalars(tmp_path / "straight")
+    for tag in (*EPOCH_TAGS, "grad_norm/total"):
+        steps = [step for step, _ in shown[tag]]
+        assert steps == sorted(set(steps)), tag
+        assert shown[tag] == expected[tag], tag
+    saved = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
+    assert "optimizer=adam" in saved and not [o for o in saved if "resume=" in o]
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_the_run_cleanly_with_a_checkpoint(tmp_path):
+    run_dir = tmp_path / "logs" / "interrupted"
+    args = [*KILLABLE, "trainer.max_epochs=3", "callbacks=none", f"hydra.run.dir={run_dir}"]
+    proc = _start(*args, log_dir=tmp_path / "logs")
+    _wait_for(run_dir, "checkpoints/last.ckpt", proc)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert summary["error"] == "interrupted by the user (Ctrl-C)"
+    assert summary["checkpoint"] == str(run_dir / "checkpoints" / "last.ckpt")
+    assert summary["epochs"] >= 1 and summary["metrics"]["final"]["val/acc"] is not None
+    assert f"continue: python scripts/train.py resume={run_dir}" in out
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_sweep_survives_a_failing_job_and_relaunch_skips_finished_ones(tmp_path):
+    logs = tmp_path / "logs"
+    sweep = logs / "sweep"
+    args = ["-m", "model.depth=0,2", *TINY, "callbacks=none", f"hydra.sweep.dir={sweep}"]
+    proc = _start(*args, log_dir=logs)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err[-3000:]  # a job failed: the sweep says so
+    jobs = job_statuses(sweep)
+    assert [status for status, _ in jobs.values()] == ["failed", "completed"]
+    assert list(jobs.values())[0][1].startswith("model.depth=0 is not allowed")
+    assert f"sweep: 2 jobs in {sweep}: 1 failed, 1 completed" in out
+    assert f"python scripts/train.py -m resume={sweep}" in out
+
+    completed = next(sweep.glob("1_*")) / "summary.json"
+    before = completed.stat().st_mtime_ns
+    again = _start("-m", f"resume={sweep}", log_dir=logs)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 1, err[-3000:]  # the bad value is still bad
+    assert "already completed: nothing to resume" in out + err
+    assert completed.stat().st_mtime_ns == before
+    assert sorted(p.name for p in sweep.iterdir()) == sorted(
+        [*jobs, "multirun.yaml"]
+    )  # the same job directories: none added
+
+
+@pytest.mark.slow
+def test_killed_sweep_relaunch_continues_the_unfinished_job(tmp_path):
+    logs = tmp_path / "logs"
+    sweep = logs / "sweep"
+    args = ["-m", "activation=relu,tanh", *KILLABLE, "trainer.max_epochs=2", "callbacks=none"]
+    proc = _start(*args, f"hydra.sweep.dir={sweep}", log_dir=logs)
+    _wait_for(sweep, "1_*/checkpoints/last.ckpt", proc)
+    proc.kill()
+    proc.communicate(timeout=60)
+    job0, job1 = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert json.loads((job0 / "summary.json").read_text())["status"] == "completed"
+    assert not (job1 / "summary.json").exists()
+    before = (job0 / "summary.json").stat().st_mtime_ns
+
+    again = _start("-m", f"resume={sweep}", log_dir=logs)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-3000:]
+    assert (job0 / "summary.json").stat().st_mtime_ns == before
+    resumed = json.loads((job1 / "summary.json").read_text())
+    assert resumed["status"] == "completed" and resumed["epochs"] == 2
+    assert resumed["resumed_from"]["epochs"] == 1
+    assert "activation=tanh" in resumed["overrides"]
+    assert f"sweep: 2 jobs in {sweep}: 2 completed" in out

@@ -1,0 +1,190 @@
+"""Config validation: every bad value fails before any work, in one sentence naming it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+
+from gradflow.errors import ConfigError
+from gradflow.train import run
+from gradflow.validation import validate_config
+from tests.helpers import REPO_ROOT, TINY
+
+ACTIVATIONS = "sigmoid, tanh, relu, leaky_relu, elu, selu, gelu, silu, softplus, identity"
+INITS = (
+    "default, xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal, lecun_normal, "
+    "normal, orthogonal, matched"
+)
+
+# (overrides, the whole sentence, or its start when it ends in "...")
+BAD = [
+    (
+        ["model.depth=0"],
+        "model.depth=0 is not allowed: use a whole number >= 1 (the number of hidden layers).",
+    ),
+    (["model.depth=2.5"], "model.depth=2.5 is not allowed: use a whole number >= 1 ..."),
+    (
+        ["model.width=0"],
+        "model.width=0 is not allowed: use a whole number >= 1 (units per hidden layer).",
+    ),
+    (
+        ["model.hidden_sizes=[]"],
+        "model.hidden_sizes=[] is not allowed: use a non-empty list of whole numbers >= 1.",
+    ),
+    (["model.hidden_sizes=[64,0]"], "model.hidden_sizes=[64, 0] is not allowed: ..."),
+    (
+        ["data.train_size=0"],
+        "data.train_size=0 is not allowed: use a whole number from 1 to "
+        "60,000 (the MNIST train split), or null for all.",
+    ),
+    (
+        ["data.val_size=-5"],
+        "data.val_size=-5 is not allowed: use a whole number from 1 to "
+        "10,000 (the MNIST test split), or null for all.",
+    ),
+    (["data.train_size=60001"], "data.train_size=60001 is not allowed: ..."),
+    (["data.batch_size=0"], "data.batch_size=0 is not allowed: use a whole number >= 1."),
+    (["optimizer.lr=0"], "optimizer.lr=0 is not allowed: use a number > 0 (the learning rate)."),
+    (["optimizer=adam", "optimizer.lr=-0.001"], "optimizer.lr=-0.001 is not allowed: ..."),
+    (
+        ["init=normal", "init.std=0"],
+        "init.std=0 is not allowed: use a number > 0 (the weights' standard deviation).",
+    ),
+    (
+        ["activation.name=sigmoidd"],
+        f"activation.name='sigmoidd' is not allowed: choose one of {ACTIVATIONS}.",
+    ),
+    (["init.name=he"], f"init.name='he' is not allowed: choose one of {INITS}."),
+    (
+        ["model._target_=gradflow.nn.models.MPL"],
+        "model._target_='gradflow.nn.models.MPL' is "
+        "not allowed: use model=bn_mlp, model=mlp or model=res_mlp, or the path of a "
+        "TrackedModel class (gradflow.nn.models.MLP, gradflow.nn.models.BNMLP, "
+        "gradflow.nn.models.ResMLP).",
+    ),
+    (
+        ["optimizer._target_=torch.optim.SDG"],
+        "optimizer._target_='torch.optim.SDG' is not "
+        "allowed: use optimizer=adam or optimizer=sgd, or the path of a torch.optim.Optimizer "
+        "class such as torch.optim.AdamW.",
+    ),
+    (
+        ["model=bn_mlp", "model.bn_position=middle"],
+        "model.bn_position='middle' is not allowed: choose one of before, after.",
+    ),
+    (
+        ["model=res_mlp", "model.depth=4"],
+        "model.depth=4 is not allowed: res_mlp needs an odd "
+        "number of hidden layers (the projection + 2 per block), e.g. depth 3 or 5.",
+    ),
+    (
+        ["+optimizer.momentm=0.9"],
+        "optimizer.momentm is not a parameter of SGD; its parameters are lr, momentum, ...",
+    ),
+    (
+        ["activation=leaky_relu", "+activation.slope=0.2"],
+        "activation.slope is not a parameter of the 'leaky_relu' activation; its parameters "
+        "are: negative_slope.",
+    ),
+    (
+        ["data=xor"],
+        "model.in_features=784 does not fit the data (XORDataModule has 2 input "
+        "features); set model.in_features=2.",
+    ),
+    (["seed=-1"], "seed=-1 is not allowed: use a whole number >= 0."),
+    (
+        ["resume=/no/such/run"],
+        "resume='/no/such/run' is not allowed: it is not a run (or sweep) directory that exists.",
+    ),
+]
+NEEDS_CUDA = pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="checks the message on a machine without CUDA"
+)
+
+
+@pytest.mark.parametrize(("overrides", "sentence"), BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_bad_value_is_named_in_one_sentence(compose_cfg, overrides, sentence):
+    with pytest.raises(ConfigError) as err:
+        validate_config(compose_cfg(*overrides, tiny="data=xor" not in overrides))
+    message = str(err.value)
+    if sentence.endswith("..."):
+        assert message.startswith(sentence.removesuffix("...")), message
+    else:
+        assert message == sentence
+    assert "\n" not in message and message.endswith(".")
+
+
+@NEEDS_CUDA
+def test_gpu_trainer_without_cuda_is_refused(compose_cfg):
+    with pytest.raises(ConfigError) as err:
+        validate_config(compose_cfg("trainer=gpu"))
+    assert str(err.value) == (
+        "trainer.accelerator='gpu' is not allowed: this machine has no CUDA GPU that torch "
+        "can use, so use trainer=cpu."
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["model=bn_mlp", "model.bn_position=after"],
+        ["model=res_mlp", "model.hidden_sizes=[32,16,32]"],
+        ["init=matched", "activation=selu"],
+        ["init=orthogonal", "optimizer=adam", "activation=leaky_relu"],
+        ["data=fashion_mnist", "data.train_size=null", "data.val_size=null"],
+        *[[f"experiment={name}"] for name in ("xor", "remedies", "init_sweep", "batchnorm")],
+        ["experiment=remedies", "remedy=residual"],
+    ],
+    ids=lambda o: " ".join(o) or "defaults",
+)
+def test_shipped_configs_are_valid(compose_cfg, overrides):
+    validate_config(compose_cfg(*overrides, tiny=False))
+
+
+def test_hydra_itself_lists_the_options_of_a_mistyped_group(compose_cfg):
+    # `activation=sigmoidd` never reaches gradflow: Hydra names the group and its options.
+    with pytest.raises(MissingConfigException) as err:
+        compose_cfg("activation=sigmoidd")
+    assert "Could not find 'activation/sigmoidd'" in str(err.value)
+    assert "sigmoid" in str(err.value) and "tanh" in str(err.value)
+    with pytest.raises(ConfigCompositionException, match="Could not override 'model.depthh'"):
+        compose_cfg("model.depthh=3")
+
+
+def test_run_fails_before_any_work_with_the_sentence(compose_cfg, tmp_path):
+    summary = run(compose_cfg("model.width=-3", "callbacks=none"))
+    assert summary["status"] == "failed"
+    assert summary["error"] == (
+        "model.width=-3 is not allowed: use a whole number >= 1 (units per hidden layer)."
+    )
+    assert summary["data"] is None and summary["epochs"] == 0  # nothing was built
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert on_disk["status"] == "failed" and on_disk["error"] == summary["error"]
+    assert not list((tmp_path / "run").glob("events.out.tfevents.*"))
+
+
+def test_script_prints_one_sentence_and_exits_1(tmp_path):
+    cmd = [
+        sys.executable,
+        str(REPO_ROOT / "scripts" / "train.py"),
+        "model.depth=0",
+        *TINY,
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.data_dir={tmp_path / 'data'}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    sentence = (
+        "error: model.depth=0 is not allowed: use a whole number >= 1 (the number of hidden "
+        "layers)."
+    )
+    assert proc.stderr.strip().splitlines()[-1] == sentence
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert proc.stdout.strip() == ""
