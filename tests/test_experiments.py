@@ -23,7 +23,7 @@ EXPECTED_JOBS = {
     "batchnorm": 6,
     "depth_sweep": 12,
     "init_sweep": 15,
-    "remedies": 15,
+    "remedies": 18,
     "residual": 6,
     "sigmoid_vs_relu": 6,
     "xor": 6,

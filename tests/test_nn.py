@@ -196,3 +196,26 @@ def test_matched_init_takes_the_registrys_recommendation(activation, expected):
     if expected == "lecun_normal":
         var = float(model.tracked_layers()["layer_02"].weight.detach().var())
         assert var == pytest.approx(1 / 512, rel=0.1)
+
+
+def test_identity_skip_block_adds_the_activated_branch_to_x():
+    model = ResMLP("sigmoid", depth=3, width=8, act_after_add=False)
+    block = model.blocks[0]
+    x = torch.randn(4, 8)
+    expected = x + torch.sigmoid(block.outer(torch.sigmoid(block.inner.linear(x))))
+    assert torch.allclose(block(x), expected)
+
+
+def _res_ratio(act_after_add: bool) -> float:
+    torch.manual_seed(0)
+    model = ResMLP("sigmoid", "xavier_uniform", depth=11, width=128, act_after_add=act_after_add)
+    x, y = torch.rand(256, 1, 28, 28), torch.randint(0, 10, (256,))
+    nn.functional.cross_entropy(model(x), y).backward()
+    layers = list(model.tracked_layers().values())
+    return float(layers[0].weight.grad.norm() / layers[-1].weight.grad.norm())
+
+
+def test_identity_skip_keeps_the_gradient_that_the_tutorials_form_loses():
+    post, identity = _res_ratio(True), _res_ratio(False)
+    assert post < 1e-2  # sigmoid after each sum: the skip path is squashed too
+    assert identity > 10 * post

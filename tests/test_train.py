@@ -71,7 +71,7 @@ def _train(*args: str, cwd: Path, log_dir: Path) -> subprocess.CompletedProcess:
 
 def test_script_runs_from_any_directory(tmp_path):
     log_dir = tmp_path / "logs"
-    proc = _train("activation=sigmoid", "callbacks=none", cwd=tmp_path, log_dir=log_dir)
+    proc = _train("activation=sigmoid", cwd=tmp_path, log_dir=log_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (summary_path,) = log_dir.glob("runs/*/*/summary.json")
     run_dir = summary_path.parent
@@ -82,6 +82,7 @@ def test_script_runs_from_any_directory(tmp_path):
     assert _events(run_dir)
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert f"logs: {run_dir}" in proc.stdout and "tensorboard --logdir" in proc.stdout
+    assert "verdict:" in proc.stdout and summary["verdict"]["labels"]
 
 
 def test_two_job_multirun(tmp_path):
@@ -94,3 +95,20 @@ def test_two_job_multirun(tmp_path):
     assert names[0].startswith("0_") and "activation=sigmoid" in names[0]
     assert names[1].startswith("1_") and "activation=relu" in names[1]
     assert all(json.loads(p.read_text())["status"] == "completed" for p in summaries)
+
+
+def test_multirun_with_a_diverging_job_completes_the_other(tmp_path):
+    # A 20-layer ReLU net with N(0, 3^2) weights overflows at step 0; N(0, 0.05^2) trains.
+    log_dir = tmp_path / "logs"
+    proc = _train(
+        "-m", "activation=relu", "init=normal", "init.std=3.0,0.05", "model.depth=20",
+        "checkpoint=none", cwd=tmp_path, log_dir=log_dir,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]  # a diverged run is a result, not a fault
+    summaries = sorted(log_dir.glob("multiruns/*/*/*/summary.json"))
+    statuses = [json.loads(p.read_text())["status"] for p in summaries]
+    assert statuses == ["diverged", "completed"]
+    diverged = json.loads(summaries[0].read_text())
+    assert diverged["error"].startswith("training diverged at step 0: the gradient of layer_")
+    assert "exploding" in diverged["verdict"]["labels"]
+    assert "Traceback" not in proc.stdout + proc.stderr

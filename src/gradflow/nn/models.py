@@ -70,16 +70,24 @@ class HiddenLayer(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """act(x + Linear(act(Linear(x)))): the tutorial's `h1 + Dense(h2)` pattern."""
+    """act(x + Linear(act(Linear(x)))): the tutorial's `h1 + Dense(h2)` pattern.
 
-    def __init__(self, width: int, inner_width: int, activation: ActivationSpec) -> None:
+    With `act_after_add=False` it is x + act(Linear(act(Linear(x)))): the skip path is an
+    identity, so no activation's slope shrinks the gradient along it (He et al., 2016).
+    """
+
+    def __init__(
+        self, width: int, inner_width: int, activation: ActivationSpec, act_after_add: bool = True
+    ) -> None:
         super().__init__()
         self.inner = HiddenLayer(width, inner_width, activation)
         self.outer = nn.Linear(inner_width, width)  # its output is the residual branch
         self.act = build_activation(activation)
+        self.act_after_add = act_after_add
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(x + self.outer(self.inner(x)))
+        branch = self.outer(self.inner(x))
+        return self.act(x + branch) if self.act_after_add else x + self.act(branch)
 
 
 class TrackedModel(nn.Module):
@@ -108,7 +116,7 @@ class TrackedModel(nn.Module):
         return OrderedDict()
 
     def residual_blocks(self) -> OrderedDict[str, ResidualBlock]:
-        """Residual blocks keyed by the layer whose activation follows the sum (else empty).
+        """Residual blocks keyed by the layer of their outer Linear (else empty).
 
         A block's input is the skip path; its `outer` Linear's output is the branch.
         """
@@ -203,6 +211,7 @@ class ResMLP(TrackedModel):
 
     `depth` counts hidden Linear layers, so it is 1 + 2 * blocks (the tutorial's net: 3).
     With `hidden_sizes`, it reads [width, inner_1, width, inner_2, width, ...].
+    `act_after_add` chooses the block form (see ResidualBlock); True is the tutorial's.
     """
 
     def __init__(
@@ -214,6 +223,7 @@ class ResMLP(TrackedModel):
         hidden_sizes: Sequence[int] | None = None,
         in_features: int = 784,
         num_classes: int = 10,
+        act_after_add: bool = True,
     ) -> None:
         super().__init__(activation, init)
         sizes = resolve_hidden_sizes(depth, width, hidden_sizes)
@@ -230,7 +240,7 @@ class ResMLP(TrackedModel):
             )
         self.projection = HiddenLayer(in_features, width_, activation)
         self.blocks = nn.ModuleList(
-            ResidualBlock(width_, inner, activation) for inner in sizes[1::2]
+            ResidualBlock(width_, inner, activation, act_after_add) for inner in sizes[1::2]
         )
         self.output = nn.Linear(width_, num_classes)
         self._initialise()
@@ -255,5 +265,5 @@ class ResMLP(TrackedModel):
         return OrderedDict((layer_name(i + 1), act) for i, act in enumerate(acts))
 
     def residual_blocks(self) -> OrderedDict[str, ResidualBlock]:
-        # Block b's sum feeds the activation of its outer Linear: layer 2b + 3.
+        # Block b's outer Linear is layer 2b + 3 (after the projection and b blocks).
         return OrderedDict((layer_name(2 * b + 3), block) for b, block in enumerate(self.blocks))
