@@ -230,6 +230,7 @@ def runs_markdown(table: pd.DataFrame) -> str:
             "status": r["status"],
             "val acc (final)": _fmt(r["val_acc_final"], ".4f"),
             "val acc (best)": _fmt(r["val_acc_best"], ".4f"),
+            "train acc (final)": _fmt(r["train_acc_final"], ".4f"),
             "grad ratio first step": _fmt(r["grad_ratio_first"], ".2e"),
             "grad ratio last step": _fmt(r["grad_ratio_last"], ".2e"),
             "verdict": r["verdict"] or "—",
@@ -247,6 +248,7 @@ def seeds_markdown(seeds: pd.DataFrame) -> str:
             "statuses": r["statuses"],
             "val acc (final)": _pm(r["val_acc_final_mean"], r["val_acc_final_std"], ".4f"),
             "val acc (best)": _pm(r["val_acc_best_mean"], r["val_acc_best_std"], ".4f"),
+            "train acc (final)": _pm(r["train_acc_final_mean"], r["train_acc_final_std"], ".4f"),
             "grad ratio first step": _times(
                 r["grad_ratio_first_gmean"], r["grad_ratio_first_gstd"]
             ),
