@@ -453,3 +453,43 @@ def test_composed_run_writes_the_diagnostics_to_summary(compose_cfg):
     assert summary["activations"]["first_probe"]["step"] == 0
     assert summary["verdict"]["labels"]
     assert set(summary["verdict"]["thresholds"]) == set(VerdictThresholds().__dict__)
+
+
+def test_uniform_vanishing_needs_small_gradients_and_an_unfitted_loss():
+    # ReLU + Xavier at depth 20: the ratio looks fine, every layer's gradient is tiny.
+    starved = judge(
+        first_last_ratio=3.0,
+        total_norm=0.3,
+        act_saturated={},
+        act_dead={},
+        saturation="one_sided",
+        max_layer_norm=0.04,
+        val_loss=2.25,
+        num_classes=10,
+    )
+    assert starved.labels == ["vanishing"]
+    assert starved.evidence["vanishing"] == {"max_layer_grad_norm": 0.04, "val_loss": 2.25}
+    assert "every layer's grad_norm" in starved.text()
+    # The same small gradients on a net that has fitted its data are not vanishing.
+    fitted = judge(
+        first_last_ratio=3.0,
+        total_norm=0.3,
+        act_saturated={},
+        act_dead={},
+        saturation="one_sided",
+        max_layer_norm=0.04,
+        val_loss=0.05,
+        num_classes=10,
+    )
+    assert fitted.labels == ["healthy"]
+    learning = judge(
+        first_last_ratio=3.0,
+        total_norm=2.0,
+        act_saturated={},
+        act_dead={},
+        saturation="one_sided",
+        max_layer_norm=0.34,
+        val_loss=2.2,
+        num_classes=10,
+    )
+    assert learning.labels == ["healthy"]

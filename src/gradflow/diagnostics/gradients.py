@@ -234,6 +234,11 @@ class GradientMonitor(L.Callback):
         )
 
     # -- read-out -----------------------------------------------------------------------
+    @property
+    def layer_names(self) -> list[str]:
+        """The tracked layers' names (empty before the fit starts)."""
+        return list(getattr(self, "_layers", {}))
+
     def epoch_medians(self) -> Row | None:
         """Median of every logged number over the current epoch's logged steps (else over the
         last epoch that logged any), with `n_steps` and the first and last `steps`."""

@@ -42,6 +42,8 @@ class VerdictMonitor(L.Callback):
         self._gradients: GradientMonitor | None = None
         self._activations: ActivationMonitor | None = None
         self._saturation: str | None = None
+        self._trainer: L.Trainer | None = None
+        self._num_classes: int | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -52,7 +54,10 @@ class VerdictMonitor(L.Callback):
         self._activations = next(
             (c for c in trainer.callbacks if isinstance(c, ActivationMonitor)), None
         )
-        self._saturation = tracked_model(pl_module).activation_info.saturation
+        model = tracked_model(pl_module)
+        self._saturation = model.activation_info.saturation
+        self._num_classes = next(reversed(model.tracked_layers().values())).out_features
+        self._trainer = trainer
         self.verdict = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -86,7 +91,20 @@ class VerdictMonitor(L.Callback):
             thresholds=self.thresholds,
             diverged_at_step=diverged,
             basis=basis,
+            max_layer_norm=self._max_layer_norm(grads),
+            val_loss=self._val_loss(),
+            num_classes=self._num_classes,
         )
+
+    def _max_layer_norm(self, grads: Mapping[str, Any] | None) -> float | None:
+        if grads is None or self._gradients is None:
+            return None
+        return max((grads[name] for name in self._gradients.layer_names), default=None)
+
+    def _val_loss(self) -> float | None:
+        # Validation runs before on_train_epoch_end, so this is the current epoch's.
+        value = self._trainer.callback_metrics.get("val/loss") if self._trainer else None
+        return float(value) if value is not None else None
 
     def verdict_text(self) -> str:
         """`verdict: vanishing` and one line of numbers per label, for the end-of-run print."""
