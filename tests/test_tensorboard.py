@@ -37,9 +37,19 @@ def served_run(compose_cfg, tmp_path: Path):
     assert summary["status"] == "completed"
     port = _free_port()
     cmd = [
-        sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path / "run"),
-        "--host", "127.0.0.1", "--port", str(port), "--samples_per_plugin",
-        "histograms=0,images=0", "--load_fast", "false",
+        sys.executable,
+        "-m",
+        "tensorboard.main",
+        "--logdir",
+        str(tmp_path / "run"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--samples_per_plugin",
+        "histograms=0,images=0",
+        "--load_fast",
+        "false",
     ]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -62,11 +72,23 @@ def served_run(compose_cfg, tmp_path: Path):
 
 def test_tensorboard_server_lists_scalar_histogram_and_image_tags(served_run):
     scalars = _tags(_get(f"{served_run}/data/plugin/scalars/tags"))
-    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best",
-                "grad_norm/layer_01", "grad_norm/layer_05", "grad_norm/total",
-                "grad_norm/first_last_ratio", "update_ratio/layer_01", "act_mean/layer_01",
-                "act_std/layer_04", "act_saturated/layer_01", "act_dead/layer_01",
-                "grad_signal/layer_01"):
+    for tag in (
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "val/acc_best",
+        "grad_norm/layer_01",
+        "grad_norm/layer_05",
+        "grad_norm/total",
+        "grad_norm/first_last_ratio",
+        "update_ratio/layer_01",
+        "act_mean/layer_01",
+        "act_std/layer_04",
+        "act_saturated/layer_01",
+        "act_dead/layer_01",
+        "grad_signal/layer_01",
+    ):
         assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
     histograms = _tags(_get(f"{served_run}/data/plugin/histograms/tags"))
     for kind in ("activations", "preactivations", "gradients", "weights"):

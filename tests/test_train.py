@@ -101,8 +101,14 @@ def test_multirun_with_a_diverging_job_completes_the_other(tmp_path):
     # A 20-layer ReLU net with N(0, 3^2) weights overflows at step 0; N(0, 0.05^2) trains.
     log_dir = tmp_path / "logs"
     proc = _train(
-        "-m", "activation=relu", "init=normal", "init.std=3.0,0.05", "model.depth=20",
-        "checkpoint=none", cwd=tmp_path, log_dir=log_dir,
+        "-m",
+        "activation=relu",
+        "init=normal",
+        "init.std=3.0,0.05",
+        "model.depth=20",
+        "checkpoint=none",
+        cwd=tmp_path,
+        log_dir=log_dir,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]  # a diverged run is a result, not a fault
     summaries = sorted(log_dir.glob("multiruns/*/*/*/summary.json"))
