@@ -459,7 +459,20 @@ class PreloadedLoader:
 # -------------------------------------------------------------------------- DataModule
 
 
-class MNISTDataModule(lightning.LightningDataModule):
+class ProbeBatchMixin:
+    """`probe_batch(n)` for a data module that keeps its validation tensors in `val_data`."""
+
+    val_data: tuple[Tensor, Tensor] | None
+
+    def probe_batch(self, n: int = 256) -> tuple[Tensor, Tensor]:
+        """The first n validation samples (fewer if val is smaller), the same every call."""
+        if self.val_data is None:
+            self.setup()
+        x, y = self.val_data
+        return x[:n], y[:n]
+
+
+class MNISTDataModule(ProbeBatchMixin, lightning.LightningDataModule):
     """A seeded subsample of MNIST or Fashion-MNIST, scaled and (by default) on the device.
 
     Train comes from the official train split, validation from the official test split;
@@ -603,13 +616,6 @@ class MNISTDataModule(lightning.LightningDataModule):
         if not self.preload:
             return DataLoader(TensorDataset(x, y), self.val_batch_size, shuffle=False)
         return PreloadedLoader(x, y, self.val_batch_size, shuffle=False)
-
-    def probe_batch(self, n: int = 256) -> tuple[Tensor, Tensor]:
-        """The first n validation samples (fewer if val is smaller), the same every call."""
-        if self.val_data is None:
-            self.setup()
-        x, y = self.val_data
-        return x[:n], y[:n]
 
     @property
     def source_info(self) -> dict[str, Any]:

@@ -8,15 +8,16 @@ import lightning
 import torch
 from torch import Tensor
 
-from gradflow.data import PreloadedLoader
+from gradflow.data import PreloadedLoader, ProbeBatchMixin
 from gradflow.errors import ConfigError
 
 XOR_INPUTS = [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
 XOR_LABELS = [0, 1, 1, 0]
 
 
-class XORDataModule(lightning.LightningDataModule):
-    """Train on `copies` (optionally jittered) copies of the 4 XOR points; validate on the 4.
+class XORDataModule(ProbeBatchMixin, lightning.LightningDataModule):
+    """Train on `copies` (optionally jittered) copies of the 4 XOR points; validate on the 4
+    (also the probe batch).
 
     Labels are classes 0/1 for a 2-logit cross-entropy head, equivalent to the tutorial's
     single sigmoid unit with binary cross-entropy.
@@ -67,13 +68,6 @@ class XORDataModule(lightning.LightningDataModule):
     def val_dataloader(self) -> PreloadedLoader:
         x, y = self.val_data
         return PreloadedLoader(x, y, len(y), shuffle=False)
-
-    def probe_batch(self, n: int = 256) -> tuple[Tensor, Tensor]:
-        """The four XOR points (n is capped at 4)."""
-        if self.val_data is None:
-            self.setup()
-        x, y = self.val_data
-        return x[:n], y[:n]
 
     @property
     def source_info(self) -> dict[str, Any]:
