@@ -54,6 +54,18 @@ def dir_suffix(overrides: str) -> str:
     return "_" + re.sub(r"[/\\\s]+", "-", overrides)[:180]
 
 
+def override_key(override: str) -> str:
+    """The key a Hydra override sets: 'model.depth' for 'model.depth=3', '++resume=x', '~x'."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file and rename it, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def register_resolvers() -> None:
     """Register gradflow's resolvers once (safe to call again)."""
     resolvers = {

