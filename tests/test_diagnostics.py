@@ -455,41 +455,26 @@ def test_composed_run_writes_the_diagnostics_to_summary(compose_cfg):
     assert set(summary["verdict"]["thresholds"]) == set(VerdictThresholds().__dict__)
 
 
-def test_uniform_vanishing_needs_small_gradients_and_an_unfitted_loss():
-    # ReLU + Xavier at depth 20: the ratio looks fine, every layer's gradient is tiny.
-    starved = judge(
+def _judge_one_sided(max_layer_norm: float, val_loss: float, total_norm: float = 0.3):
+    return judge(
         first_last_ratio=3.0,
-        total_norm=0.3,
+        total_norm=total_norm,
         act_saturated={},
         act_dead={},
         saturation="one_sided",
-        max_layer_norm=0.04,
-        val_loss=2.25,
+        max_layer_norm=max_layer_norm,
+        val_loss=val_loss,
         num_classes=10,
     )
+
+
+def test_uniform_vanishing_needs_small_gradients_and_an_unfitted_loss():
+    # ReLU + Xavier at depth 20: the ratio looks fine, every layer's gradient is tiny.
+    starved = _judge_one_sided(max_layer_norm=0.04, val_loss=2.25)
     assert starved.labels == ["vanishing"]
     assert starved.evidence["vanishing"] == {"max_layer_grad_norm": 0.04, "val_loss": 2.25}
     assert "every layer's grad_norm" in starved.text()
     # The same small gradients on a net that has fitted its data are not vanishing.
-    fitted = judge(
-        first_last_ratio=3.0,
-        total_norm=0.3,
-        act_saturated={},
-        act_dead={},
-        saturation="one_sided",
-        max_layer_norm=0.04,
-        val_loss=0.05,
-        num_classes=10,
-    )
-    assert fitted.labels == ["healthy"]
-    learning = judge(
-        first_last_ratio=3.0,
-        total_norm=2.0,
-        act_saturated={},
-        act_dead={},
-        saturation="one_sided",
-        max_layer_norm=0.34,
-        val_loss=2.2,
-        num_classes=10,
-    )
+    assert _judge_one_sided(max_layer_norm=0.04, val_loss=0.05).labels == ["healthy"]
+    learning = _judge_one_sided(max_layer_norm=0.34, val_loss=2.2, total_norm=2.0)
     assert learning.labels == ["healthy"]
