@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import gradflow.data as data_mod
+from gradflow.blocks import Block, BlockLoader
 from gradflow.data import (
     MNISTDataModule,
     OfflineDataWarning,
@@ -320,8 +321,14 @@ def test_preloaded_order_is_seeded_per_epoch():
 def test_datamodule_loaders(offline_dm):
     dm, _ = offline_dm
     train = dm.train_dataloader()
-    assert isinstance(train, PreloadedLoader) and len(train) == math.ceil(4000 / 32)
-    batches = list(train)
+    # Lightning gets Blocks of 32 minibatches (gradflow.blocks): 125 minibatches, 4 blocks.
+    assert isinstance(train, BlockLoader) and isinstance(train.loader, PreloadedLoader)
+    assert len(train.loader) == math.ceil(4000 / 32) and len(train) == math.ceil(125 / 32)
+    blocks = list(train)
+    assert [len(b) for b in blocks] == [32, 32, 32, 29] and all(
+        isinstance(b, Block) for b in blocks
+    )
+    batches = [batch for block in blocks for batch in block]
     x_train, y_train = dm.train_data
     assert all(bx.device == x_train.device and by.device == x_train.device for bx, by in batches)
     xs = torch.cat([bx for bx, _ in batches])
@@ -347,7 +354,7 @@ def test_probe_batch_is_the_first_val_samples(offline_dm):
 
 
 def test_preload_false_gives_a_torch_dataloader_over_the_same_subsample(offline_dm, empty_dir):
-    dm = make_offline(empty_dir, preload=False, batch_size=64, drop_last=True)
+    dm = make_offline(empty_dir, preload=False, batch_size=64, drop_last=True, steps_per_block=1)
     assert torch.equal(dm.train_indices, offline_dm[0].train_indices)
     train = dm.train_dataloader()
     assert isinstance(train, DataLoader) and len(train) == 4000 // 64
@@ -396,7 +403,7 @@ def _fit(dm: MNISTDataModule, accelerator: str) -> tuple[lightning.Trainer, _Tin
 
 
 def test_lightning_fit_accepts_preloaded_loaders(empty_dir):
-    dm = make_offline(empty_dir, train_size=640, batch_size=64)
+    dm = make_offline(empty_dir, train_size=640, batch_size=64, steps_per_block=1)
     trainer, model = _fit(dm, "cpu")
     assert trainer.num_training_batches == len(dm.train_dataloader()) == 10
     assert trainer.global_step == 2 * 10
@@ -410,7 +417,7 @@ def test_lightning_fit_accepts_preloaded_loaders(empty_dir):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_data_lives_on_the_training_device(empty_dir):
-    dm = make_offline(empty_dir, train_size=640, batch_size=64)
+    dm = make_offline(empty_dir, train_size=640, batch_size=64, steps_per_block=1)
     _fit(dm, "gpu")
     assert dm.train_data[0].is_cuda and dm.val_data[1].is_cuda
     assert all(bx.is_cuda and by.is_cuda for bx, by in dm.train_dataloader())

@@ -97,9 +97,10 @@ def fit(
     tmp_path: Path | None,
     steps: int = 3,
     lr: float = 0.01,
+    epochs: int = 1,
 ) -> L.Trainer:
     trainer = L.Trainer(
-        max_epochs=1,
+        max_epochs=epochs,
         limit_train_batches=steps,
         logger=TensorBoardLogger(tmp_path, name="", version="") if tmp_path else False,
         callbacks=callbacks,
@@ -347,6 +348,21 @@ def test_pictures_text_and_histograms_reach_tensorboard(images, tmp_path):
     } <= set(tags["histograms"])
     assert "verdict/text_summary" in tags["tensors"]
     assert {"update_ratio/layer_01", "act_mean/layer_03", "grad_norm/total"} <= set(tags["scalars"])
+
+
+def test_pictures_every_n_epochs_and_at_the_last(images, tmp_path):
+    # 5 epochs of 2 steps, pictures every 2nd epoch: after epochs 2, 4 and 5 (the last),
+    # i.e. at steps 4, 8, 10; the activation grid also at step 0 (the initialisation).
+    callbacks = [
+        GradientMonitor(log_every_n_steps=1, figures_every_n_epochs=2),
+        ActivationMonitor(figures_every_n_epochs=2),
+    ]
+    fit(MLP("tanh", "xavier_uniform", depth=3), callbacks, images, tmp_path, steps=2, epochs=5)
+    acc = events(tmp_path)
+    assert [e.step for e in acc.Images("figures/grad_norm_by_layer")] == [4, 8, 10]
+    assert [e.step for e in acc.Images("figures/activation_histograms")] == [0, 4, 8, 10]
+    # Histograms and probe scalars stay every epoch.
+    assert [e.step for e in acc.Histograms("activations/layer_01")] == [0, 2, 4, 6, 8, 10]
 
 
 def test_runs_without_a_logger(images):

@@ -23,7 +23,7 @@ import tempfile
 import time
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from gradflow.blocks import check_steps_per_block, in_blocks
 from gradflow.errors import ConfigError, DataError
 
 # Where Debian's `dataset-fashion-mnist` package installs the IDX files (tests patch it).
@@ -498,6 +499,7 @@ class MNISTDataModule(ProbeBatchMixin, lightning.LightningDataModule):
         download: bool = True,
         offline_fallback: bool = True,
         val_batch_size: int = 1000,
+        steps_per_block: int = 32,
     ) -> None:
         super().__init__()
         _check_choice("dataset", dataset, DATASETS)
@@ -517,6 +519,7 @@ class MNISTDataModule(ProbeBatchMixin, lightning.LightningDataModule):
         self.train_size, self.val_size = train_size, val_size
         self.subsample_seed, self.shuffle_seed = subsample_seed, shuffle_seed
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
+        self.steps_per_block = check_steps_per_block(steps_per_block)
         self.scaling = scaling
         self.preload, self.drop_last = preload, drop_last
         self.download, self.offline_fallback = download, offline_fallback
@@ -587,7 +590,11 @@ class MNISTDataModule(ProbeBatchMixin, lightning.LightningDataModule):
     def _epoch(self) -> int | None:
         return self.trainer.current_epoch if self.trainer is not None else None
 
-    def train_dataloader(self) -> PreloadedLoader | DataLoader:
+    def train_dataloader(self) -> Iterable[Any]:
+        """Training minibatches in Blocks of `steps_per_block` (gradflow.blocks)."""
+        return in_blocks(self._train_minibatches(), self.steps_per_block)
+
+    def _train_minibatches(self) -> PreloadedLoader | DataLoader:
         x, y = self._require(self.train_data)
         if not self.preload:
             # Seeded once per loader: epoch e's order depends on the epochs before it, so

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 import gradflow
 from gradflow.config import override_key, project_root, write_text_atomic
 from gradflow.errors import DivergedError, GradflowError
-from gradflow.module import ClassifierModule
+from gradflow.module import AXIS_METRICS, ClassifierModule
 from gradflow.resume import (
     RESUME_KEY,
     checkpoint_progress,
@@ -36,6 +37,11 @@ from gradflow.resume import (
 from gradflow.validation import validate_config
 
 log = logging.getLogger(__name__)
+# Lightning compares log_every_n_steps with its batch count, which counts Blocks
+# (gradflow/blocks.py); the diagnostics count optimizer steps, so the advice is wrong here.
+warnings.filterwarnings(
+    "ignore", message=r"The number of training batches \(\d+\) is smaller than the logging"
+)
 
 SUMMARY_FILE = "summary.json"
 TENSORBOARD_FLAGS = "--samples_per_plugin histograms=0,images=0"
@@ -59,7 +65,7 @@ class RunRecord(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epoch_s.append(round(time.perf_counter() - self._start, 4))
-        self.metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
+        self.metrics = run_metrics(trainer)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch_s": list(self.epoch_s), "metrics": dict(self.metrics)}
@@ -67,6 +73,12 @@ class RunRecord(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.epoch_s = list(state_dict.get("epoch_s", []))
         self.metrics = dict(state_dict.get("metrics", {}))
+
+
+def run_metrics(trainer: L.Trainer) -> dict[str, float | None]:
+    """The trainer's latest metrics as numbers, without the x-axis keys (`step`, `epoch`)
+    that ClassifierModule logs for the loggers."""
+    return {k: _scalar(v) for k, v in trainer.callback_metrics.items() if k not in AXIS_METRICS}
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -239,7 +251,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             init=OmegaConf.to_container(cfg.init),
         )
         module = ClassifierModule(
-            net, instantiate(cfg.optimizer), num_classes=cfg.model.num_classes
+            net,
+            instantiate(cfg.optimizer),
+            num_classes=cfg.model.num_classes,
+            # Under manual optimization the module clips (Lightning refuses the Trainer's).
+            gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
+            gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm") or "norm",
         )
         callbacks = instantiate_group(cfg.get("callbacks"))
         checkpoints = instantiate_group(cfg.get("checkpoint"))
@@ -250,6 +267,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             callbacks=[*callbacks, *checkpoints, *bar, record],
             logger=loggers or False,
             enable_progress_bar=show_bar,
+            gradient_clip_val=None,
+            gradient_clip_algorithm=None,
             # The checkpoint group decides; Lightning refuses a ModelCheckpoint otherwise.
             **({"enable_checkpointing": True} if checkpoints else {}),
         )
@@ -273,7 +292,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             summary.update(status="failed", error=f"{type(err).__name__}: {err}")
             log.exception("run failed")
 
-    current = {k: _scalar(v) for k, v in (trainer.callback_metrics if trainer else {}).items()}
+    current = run_metrics(trainer) if trainer else {}
     metrics = {**record.metrics, **current}  # the checkpoint's, where this call logged none
     summary["metrics"] = {
         "final": {k: v for k, v in metrics.items() if k != "val/acc_best"},

@@ -272,3 +272,17 @@ def _check_trainer(trainer: DictConfig) -> None:
     epochs = trainer.get("max_epochs")
     if epochs is not None and epochs != -1:
         _positive_int("trainer.max_epochs", epochs, " (or -1 for no limit)")
+    accumulate = trainer.get("accumulate_grad_batches", 1)
+    if accumulate != 1:
+        _fail(
+            "trainer.accumulate_grad_batches",
+            accumulate,
+            "ClassifierModule steps the optimizer once per minibatch (manual optimization, "
+            "gradflow/blocks.py); for larger steps raise data.batch_size instead",
+        )
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None:
+        _positive_number("trainer.gradient_clip_val", clip, " (or null for no clipping)")
+    algorithm = trainer.get("gradient_clip_algorithm")
+    if algorithm is not None and str(algorithm).lower() not in ("norm", "value"):
+        _fail("trainer.gradient_clip_algorithm", algorithm, "use norm or value")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import lightning
 import torch
 from torch import Tensor
 
+from gradflow.blocks import check_steps_per_block, in_blocks
 from gradflow.data import PreloadedLoader, ProbeBatchMixin
 from gradflow.errors import ConfigError
 
@@ -33,6 +35,7 @@ class XORDataModule(ProbeBatchMixin, lightning.LightningDataModule):
         batch_size: int = 4,
         shuffle_seed: int = 42,
         subsample_seed: int = 7,
+        steps_per_block: int = 32,
     ) -> None:
         super().__init__()
         if copies < 1:
@@ -43,6 +46,7 @@ class XORDataModule(ProbeBatchMixin, lightning.LightningDataModule):
             raise ConfigError(f"data.batch_size={batch_size} must be >= 1.")
         self.copies, self.noise, self.batch_size = copies, noise, batch_size
         self.shuffle_seed, self.subsample_seed = shuffle_seed, subsample_seed
+        self.steps_per_block = check_steps_per_block(steps_per_block)
         self.train_data: tuple[Tensor, Tensor] | None = None
         self.val_data: tuple[Tensor, Tensor] | None = None
 
@@ -58,12 +62,13 @@ class XORDataModule(ProbeBatchMixin, lightning.LightningDataModule):
         self.train_data = (train_x.to(device), y.repeat(self.copies).to(device))
         self.val_data = (x.to(device), y.to(device))
 
-    def train_dataloader(self) -> PreloadedLoader:
+    def train_dataloader(self) -> Iterable[Any]:
         x, y = self.train_data
         epoch_fn = (lambda: self.trainer.current_epoch) if self.trainer is not None else None
-        return PreloadedLoader(
+        loader = PreloadedLoader(
             x, y, self.batch_size, shuffle=True, seed=self.shuffle_seed, epoch_fn=epoch_fn
         )
+        return in_blocks(loader, self.steps_per_block)
 
     def val_dataloader(self) -> PreloadedLoader:
         x, y = self.val_data

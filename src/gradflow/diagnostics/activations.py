@@ -15,8 +15,9 @@ logged is the number of optimizer steps taken. Per hidden layer k:
   BatchNorm's input and output.
 - ResMLP, at the layer whose activation follows a residual sum: `res_skip_std/layer_k`
   (the skip path, the block's input) and `res_branch_std/layer_k` (the residual branch).
-- Histograms `preactivations/layer_k`, `activations/layer_k`; the picture
-  `figures/activation_histograms` (a grid, one panel per hidden layer).
+- Histograms `preactivations/layer_k`, `activations/layer_k` at each probe; the picture
+  `figures/activation_histograms` (a grid, one panel per hidden layer) at step 0 and every
+  `figures_every_n_epochs`-th epoch and the last.
 
 All scalars of one probe reach the host in one transfer.
 """
@@ -31,6 +32,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from gradflow.diagnostics.common import (
     check_int,
+    epoch_due,
     finite_values,
     log_histograms,
     log_image,
@@ -75,7 +77,8 @@ class ActivationMonitor(L.Callback):
         probe_size: samples in the probe batch.
         every_n_epochs: probe after every N-th epoch (and always at step 0); 0: step 0 only.
         histograms: log `preactivations/` and `activations/` histograms at each probe.
-        figures: log the `figures/activation_histograms` grid at each probe.
+        figures_every_n_epochs: log the `figures/activation_histograms` grid at step 0 and
+            at the probes of every N-th epoch and of the last one (0: never).
         backprop_signal: also run one backward pass for `grad_signal/layer_k`.
     """
 
@@ -84,15 +87,16 @@ class ActivationMonitor(L.Callback):
         probe_size: int = 256,
         every_n_epochs: int = 1,
         histograms: bool = True,
-        figures: bool = True,
+        figures_every_n_epochs: int = 5,
         backprop_signal: bool = True,
     ) -> None:
         check_int("ActivationMonitor", "probe_size", probe_size, 2)
         check_int("ActivationMonitor", "every_n_epochs", every_n_epochs, 0)
+        check_int("ActivationMonitor", "figures_every_n_epochs", figures_every_n_epochs, 0)
         self.probe_size = probe_size
         self.every_n_epochs = every_n_epochs
         self.histograms = histograms
-        self.figures = figures
+        self.figures_every_n_epochs = figures_every_n_epochs
         self.backprop_signal = backprop_signal
         self.first_probe: Stats | None = None  # {"step": int, tag: value, ...}
         self.last_probe: Stats | None = None
@@ -105,7 +109,7 @@ class ActivationMonitor(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._batch = probe_batch(trainer, pl_module, self.probe_size)
-        self.probe(trainer, pl_module)
+        self.probe(trainer, pl_module, figures=self.figures_every_n_epochs > 0)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.latest(trainer, pl_module)
@@ -118,11 +122,14 @@ class ActivationMonitor(L.Callback):
         """
         every = self.every_n_epochs
         if every > 0 and (trainer.current_epoch + 1) % every == 0 and self._batch is not None:
-            self.probe(trainer, pl_module)
+            figures = epoch_due(trainer, self.figures_every_n_epochs)
+            self.probe(trainer, pl_module, figures=figures)
         return self.last_probe
 
-    def probe(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Stats:
-        """Run the probe now (once per step) and log what it saw."""
+    def probe(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, figures: bool = False
+    ) -> Stats:
+        """Run the probe now (once per step) and log what it saw (the picture if `figures`)."""
         step = trainer.global_step
         if self.last_probe is not None and self.last_probe["step"] == step:
             return self.last_probe
@@ -136,17 +143,19 @@ class ActivationMonitor(L.Callback):
         self.last_probe = {"step": step, **scalars}
         self.first_probe = self.first_probe or self.last_probe
         writers = tensorboard_writers(trainer)
-        if writers and (self.histograms or self.figures):
-            self._log_pictures(writers, capture, scalars, step)
+        if writers and (self.histograms or figures):
+            self._log_pictures(writers, capture, scalars, step, figures)
         return self.last_probe
 
-    def _log_pictures(self, writers, capture: ProbeCapture, scalars: Stats, step: int) -> None:
+    def _log_pictures(
+        self, writers, capture: ProbeCapture, scalars: Stats, step: int, figures: bool
+    ) -> None:
         dropped = 0
         if self.histograms:
             tensors = {f"preactivations/{name}": z for name, z in capture.preacts.items()}
             tensors.update({f"activations/{name}": a for name, a in capture.acts.items()})
             dropped = log_histograms(writers, tensors, step)
-        if self.figures:
+        if figures:
             values = {name: finite_values(a)[0] for name, a in capture.acts.items()}
             notes = {name: f"sat {scalars[f'act_saturated/{name}']:.2f}" for name in values}
             title = f"step {step}"

@@ -41,6 +41,12 @@ def check_int(owner: str, name: str, value: object, minimum: int, optional: bool
         raise ValueError(f"{owner}.{name} must be an int >= {minimum}, got {value!r}")
 
 
+def epoch_due(trainer: L.Trainer, every: int) -> bool:
+    """Whether the epoch now ending is every `every`-th one or the run's last (0: never)."""
+    epoch = trainer.current_epoch + 1
+    return every > 0 and (epoch % every == 0 or epoch == trainer.max_epochs)
+
+
 def tensorboard_writers(trainer: L.Trainer) -> list[SummaryWriter]:
     """The SummaryWriters of the run's TensorBoard loggers (empty off rank zero or without one)."""
     if not trainer.is_global_zero:

@@ -10,7 +10,9 @@ this one, so step 0 is the gradient at initialisation):
 
 Histograms `gradients/layer_k` and `weights/layer_k` at the first logged step of every
 `histogram_every_n_epochs`-th epoch; the picture `figures/grad_norm_by_layer` (each
-layer's median norm over the epoch's logged steps) at each epoch's end.
+layer's median norm over the epoch's logged steps) at the end of every
+`figures_every_n_epochs`-th epoch and of the last one (a picture costs about as much as
+the rest of an epoch's diagnostics: bench/bench_train.py).
 
 Cost: nothing at all at other steps; at a logged step one batched norm computation and one
 device-to-host transfer (finiteness is judged on the fetched numbers, so it is free).
@@ -32,6 +34,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from gradflow.diagnostics.common import (
     check_int,
+    epoch_due,
     log_histograms,
     log_image,
     log_scalars,
@@ -51,7 +54,8 @@ class GradientMonitor(L.Callback):
         log_every_n_steps: optimizer steps between logged steps; None: the Trainer's
             `log_every_n_steps`; 0: never.
         histogram_every_n_epochs: gradient/weight histograms every N epochs (0: never).
-        figures_every_n_epochs: the per-layer bar chart every N epochs (0: never).
+        figures_every_n_epochs: the per-layer bar chart every N epochs and at the last
+            (0: never).
         check_finite_every_step: also check the loss and gradients at every step (one
             host sync per step) to stop at the exact step a NaN/Inf appears.
     """
@@ -60,7 +64,7 @@ class GradientMonitor(L.Callback):
         self,
         log_every_n_steps: int | None = None,
         histogram_every_n_epochs: int = 1,
-        figures_every_n_epochs: int = 1,
+        figures_every_n_epochs: int = 5,
         check_finite_every_step: bool = False,
     ) -> None:
         check_int("GradientMonitor", "log_every_n_steps", log_every_n_steps, 0, optional=True)
@@ -123,9 +127,8 @@ class GradientMonitor(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step > 0:  # the last step may have gone unlogged: one sync per epoch
             self._check_finite(trainer.global_step - 1)
-        every = self.figures_every_n_epochs
         writers = tensorboard_writers(trainer)
-        if not (writers and every > 0 and (trainer.current_epoch + 1) % every == 0):
+        if not (writers and epoch_due(trainer, self.figures_every_n_epochs)):
             return
         medians = self.epoch_medians()
         if medians is None:
