@@ -178,6 +178,7 @@ def part_epoch(args: argparse.Namespace) -> None:
         f"\n## Part 1: steady-state epoch time ({args.epochs} epochs, first dropped, "
         f"{args.repeats} repeats, load {load_average()})"
     )
+    # (activation, variant) -> one list of steady-state epoch times per repeat.
     wall_s = {(act, v): [] for act in args.activations for v in variants}
     cpu_s = {(act, v): [] for act in args.activations for v in variants}
     accs: dict[tuple[str, str], float] = {}
@@ -201,22 +202,35 @@ def part_epoch(args: argparse.Namespace) -> None:
                     cfg = compose_run(overrides, Path(tmp) / f"{rep}-{act}-{v}", cpu_timer=True)
                     run_fn = plain_loop if v == "a" else lambda cfg, _: gradflow_run(cfg)
                     epoch_s, epoch_cpu_s, acc = run_fn(cfg, args.epochs)
-                    wall_s[act, v] += epoch_s[1:]
-                    cpu_s[act, v] += epoch_cpu_s[1:]
+                    wall_s[act, v].append(epoch_s[1:])
+                    cpu_s[act, v].append(epoch_cpu_s[1:])
                     accs[act, v] = acc
     for name, table in (("wall", wall_s), ("CPU", cpu_s)):
         print(
-            f"\n{name} seconds per epoch (median); (a) plain loop, (b) callbacks=none, "
-            "(c) callbacks=default"
+            f"\n{name} seconds per epoch; (a) plain loop, (b) callbacks=none, "
+            "(c) callbacks=default. Times: median (mean) over every steady-state epoch; "
+            "ratios: median over repeats of each repeat's ratio (the variants of a repeat "
+            "ran back to back, so slow spells of the machine cancel), [min-max] beside."
         )
         print("| config | (a) | (b) | (c) | b/a | c/a | val/acc a, b, c |")
         print("|---|---|---|---|---|---|---|")
         for act in args.activations:
-            med = {v: median(table[act, v]) for v in variants}
-            a, b, c = med["a"], med["b"], med.get("c", float("nan"))
+            flat = {v: [t for rep in table[act, v] for t in rep] for v in variants}
+            cells = [f"{median(flat[v]):.3f} ({statistics.fmean(flat[v]):.3f})" for v in variants]
+            cells += ["n/a"] * (3 - len(cells))
+            ratios = [paired_ratio(table[act, "a"], table[act, v]) for v in variants[1:]]
+            ratios += ["n/a"] * (2 - len(ratios))
             same = ", ".join(f"{accs[act, v]:.4f}" for v in variants)
-            print(f"| {act} | {a:.3f} | {b:.3f} | {c:.3f} | {b / a:.2f} | {c / a:.2f} | {same} |")
+            print(f"| {act} | {' | '.join(cells)} | {' | '.join(ratios)} | {same} |")
     print(f"(load after: {load_average()})")
+
+
+def paired_ratio(floor: list[list[float]], ours: list[list[float]]) -> str:
+    """Median over repeats of median(ours) / median(floor) within the repeat, with the range."""
+    ratios = [median(o) / median(f) for f, o in zip(floor, ours, strict=True) if f and o]
+    if not ratios:
+        return "n/a"
+    return f"{median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
 
 
 # ---------------------------------------------------------------------- part 2: processes
