@@ -350,8 +350,10 @@ def main() -> None:
         choices=["epoch", "process", "sweep"],
     )
     parser.add_argument("--activations", nargs="+", default=["sigmoid", "relu"])
-    parser.add_argument("--repeats", type=int, default=6, help="part 1 repeats")
-    parser.add_argument("--epochs", type=int, default=6, help="part 1 epochs per run")
+    parser.add_argument("--repeats", type=int, default=8, help="part 1 repeats")
+    parser.add_argument(
+        "--epochs", type=int, default=10, help="part 1 epochs per run (the tutorial's 10)"
+    )
     parser.add_argument("--logger", default="tensorboard", help="part 1 logger group option")
     parser.add_argument(
         "--progress-bar",

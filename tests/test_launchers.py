@@ -166,7 +166,7 @@ def test_progress_bar_only_when_someone_watches(compose_cfg, monkeypatch):
     assert progress_bar(cfg) == (False, [])  # a log file (pytest captures stderr)
     monkeypatch.setattr(sys, "stderr", _Terminal())
     show, (bar,) = progress_bar(cfg)
-    assert show and isinstance(bar, TQDMProgressBar) and bar.refresh_rate == 20
+    assert show and isinstance(bar, TQDMProgressBar) and bar.refresh_rate == 1  # once per Block
     assert progress_bar(compose_cfg("trainer.enable_progress_bar=false")) == (False, [])
     assert progress_bar(compose_cfg("trainer.enable_progress_bar=true", "progress_bar=null")) == (
         True,
