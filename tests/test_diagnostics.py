@@ -33,7 +33,7 @@ from gradflow.diagnostics import (
     judge,
     saturation_stats,
 )
-from gradflow.diagnostics.common import log_histograms
+from gradflow.diagnostics.common import bin_counts, log_histograms
 from gradflow.errors import ConfigError, DivergedError
 from gradflow.nn import BNMLP, MLP, ResMLP
 
@@ -285,6 +285,21 @@ def test_histogram_of_non_finite_values_does_not_crash(tmp_path):
     assert set(acc.Tags()["histograms"]) == {"h/some_nan", "h/constant"}
     (kept,) = acc.Histograms("h/some_nan")
     assert (kept.histogram_value.num, kept.histogram_value.max) == (3, 3.0)
+
+
+def test_fast_bin_counts_agree_with_numpy():
+    rng = np.random.default_rng(0)
+    for values in (
+        rng.standard_normal(100_352).astype(np.float32),  # layer_01's weights, in size
+        rng.uniform(0.0, 1.0, 32_768).astype(np.float32) ** 8,  # a sigmoid stuck near 0
+        np.linspace(-1.0, 1.0, 1001, dtype=np.float32),  # values on the edges themselves
+    ):
+        low, high = float(values.min()), float(values.max())
+        ours, numpy = bin_counts(values, low, high, 64), np.histogram(values, 64, (low, high))[0]
+        assert ours.sum() == numpy.sum() == values.size
+        # Only values within float32 rounding of an inner edge may move to the next bin.
+        assert np.abs(ours - numpy).sum() <= 2e-4 * values.size
+    assert bin_counts(np.array([3.0, 3.0], np.float32), 2.5, 3.5, 4).tolist() == [0, 0, 2, 0]
 
 
 # ------------------------------------------------------------------- probing is harmless

@@ -81,12 +81,26 @@ def finite_values(values: torch.Tensor) -> tuple[np.ndarray, int]:
     return flat[finite], int(flat.size - finite.sum())
 
 
+def bin_counts(values: np.ndarray, low: float, high: float, bins: int) -> np.ndarray:
+    """Counts of `values` (all within [low, high], high > low) in `bins` equal bins.
+
+    np.histogram's counts, 4-6x faster: the bin index is computed in float32 arithmetic
+    and counted with bincount, without numpy's float64 pass and edge corrections, so a
+    value within float32 rounding of an inner edge may be counted in the bin beside it.
+    """
+    scale = np.float32(bins / (high - low))
+    index = ((values.astype(np.float32, copy=False) - np.float32(low)) * scale).astype(np.intp)
+    np.clip(index, 0, bins - 1, out=index)
+    return np.bincount(index, minlength=bins)
+
+
 def _histogram(kept: np.ndarray, bins: int) -> HistogramProto:
     # Equal bins computed here: TensorBoard's own binning costs ten times more, and its
     # dashboard shows about 30 bins anyway.
     low, high = float(kept.min()), float(kept.max())
-    span = (low, high) if high > low else (low - 0.5, high + 0.5)
-    counts, edges = np.histogram(kept, bins=bins, range=span)
+    low, high = (low, high) if high > low else (low - 0.5, high + 0.5)
+    counts = bin_counts(kept, low, high, bins)
+    edges = np.linspace(low, high, bins + 1)
     wide = kept.astype(np.float64)
     return HistogramProto(
         min=low,
