@@ -17,6 +17,7 @@ from gradflow.nn import MLP
 from gradflow.reporting.events import read_events
 from gradflow.train import run
 from gradflow.validation import validate_config
+from gradflow.xor import XORDataModule
 
 
 def test_block_loader_groups_consecutive_minibatches():
@@ -37,6 +38,14 @@ def test_bad_steps_per_block_fails_the_run_with_the_key(compose_cfg, bad):
         summary["error"].startswith("data.steps_per_block=")
         and "positive integer" in summary["error"]
     )
+
+
+def test_xor_data_is_blocked_too():
+    with pytest.raises(ConfigError, match=r"data\.steps_per_block=0"):
+        XORDataModule(steps_per_block=0)
+    data = XORDataModule(copies=3, batch_size=4, steps_per_block=2)
+    data.setup("fit")
+    assert [len(block) for block in data.train_dataloader()] == [2, 1]
 
 
 def _tiny_run(compose_cfg, tmp_path, name: str, *overrides: str) -> dict:
