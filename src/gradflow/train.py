@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 import gradflow
 from gradflow.config import override_key, project_root, write_text_atomic
 from gradflow.errors import DivergedError, GradflowError
+from gradflow.event_checksums import use_c_checksums
 from gradflow.module import AXIS_METRICS, ClassifierModule
 from gradflow.resume import (
     RESUME_KEY,
@@ -260,6 +261,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
         callbacks = instantiate_group(cfg.get("callbacks"))
         checkpoints = instantiate_group(cfg.get("checkpoint"))
+        use_c_checksums()  # TensorBoard's per-record CRC in C: gradflow/event_checksums.py
         loggers = instantiate_loggers(cfg.get("logger"), purge_step)
         show_bar, bar = progress_bar(cfg)
         trainer = instantiate(
