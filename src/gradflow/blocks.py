@@ -20,8 +20,6 @@ import math
 from collections.abc import Iterable, Iterator, Sized
 from typing import Any
 
-from gradflow.errors import ConfigError
-
 
 class Block(list):
     """Consecutive training minibatches that Lightning passes on as one batch."""
@@ -49,15 +47,6 @@ class BlockLoader:
                 block = Block()
         if block:
             yield block
-
-
-def check_steps_per_block(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(
-            f"data.steps_per_block={value!r} must be a positive integer "
-            "(1: one minibatch per Lightning batch)."
-        )
-    return value
 
 
 def in_blocks(loader: Iterable[Any], steps_per_block: int) -> Iterable[Any]:

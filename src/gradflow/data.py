@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from gradflow.blocks import check_steps_per_block, in_blocks
+from gradflow.blocks import in_blocks
 from gradflow.errors import ConfigError, DataError
 
 # Where Debian's `dataset-fashion-mnist` package installs the IDX files (tests patch it).
@@ -506,9 +506,9 @@ class MNISTDataModule(ProbeBatchMixin, lightning.LightningDataModule):
         _check_choice("scaling", scaling, SCALINGS)
         for key, value in (("train_size", train_size), ("val_size", val_size)):
             if value is not None:
-                _check_positive(key, value)
-        _check_positive("batch_size", batch_size)
-        _check_positive("val_batch_size", val_batch_size)
+                check_positive(key, value)
+        check_positive("batch_size", batch_size)
+        check_positive("val_batch_size", val_batch_size)
         for key, value in (("subsample_seed", subsample_seed), ("shuffle_seed", shuffle_seed)):
             if value < 0:
                 raise ConfigError(f"data.{key}={value} must be a non-negative integer.")
@@ -519,7 +519,8 @@ class MNISTDataModule(ProbeBatchMixin, lightning.LightningDataModule):
         self.train_size, self.val_size = train_size, val_size
         self.subsample_seed, self.shuffle_seed = subsample_seed, shuffle_seed
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
-        self.steps_per_block = check_steps_per_block(steps_per_block)
+        check_positive("steps_per_block", steps_per_block)
+        self.steps_per_block = steps_per_block
         self.scaling = scaling
         self.preload, self.drop_last = preload, drop_last
         self.download, self.offline_fallback = download, offline_fallback
@@ -657,6 +658,7 @@ def _check_choice(key: str, value: str, allowed: Any) -> None:
         raise ConfigError(f"data.{key}={value!r} is unknown; choose one of {', '.join(allowed)}.")
 
 
-def _check_positive(key: str, value: int) -> None:
+def check_positive(key: str, value: int) -> None:
+    """A `data.<key>` that must be a whole number >= 1 (bools and floats are refused)."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"data.{key}={value!r} must be a positive integer.")

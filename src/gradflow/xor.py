@@ -9,8 +9,8 @@ import lightning
 import torch
 from torch import Tensor
 
-from gradflow.blocks import check_steps_per_block, in_blocks
-from gradflow.data import PreloadedLoader, ProbeBatchMixin
+from gradflow.blocks import in_blocks
+from gradflow.data import PreloadedLoader, ProbeBatchMixin, check_positive
 from gradflow.errors import ConfigError
 
 XOR_INPUTS = [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
@@ -46,7 +46,8 @@ class XORDataModule(ProbeBatchMixin, lightning.LightningDataModule):
             raise ConfigError(f"data.batch_size={batch_size} must be >= 1.")
         self.copies, self.noise, self.batch_size = copies, noise, batch_size
         self.shuffle_seed, self.subsample_seed = shuffle_seed, subsample_seed
-        self.steps_per_block = check_steps_per_block(steps_per_block)
+        check_positive("steps_per_block", steps_per_block)
+        self.steps_per_block = steps_per_block
         self.train_data: tuple[Tensor, Tensor] | None = None
         self.val_data: tuple[Tensor, Tensor] | None = None
 
