@@ -3,17 +3,21 @@
     python bench/bench_train.py                         # all three parts
     python bench/bench_train.py --parts epoch --repeats 5 --epochs 6
     python bench/bench_train.py --parts process sweep --process-repeats 3
+    python bench/bench_train.py --parts process --baseline ../gradflow-old   # a change's cost
 
 Part `epoch` (one process, variants alternated within each repeat): median steady-state
 epoch time (first epoch dropped; training plus its validation) of (a) a plain PyTorch
 loop over the same preloaded tensors, model, init, batch order and optimizer, (b) gradflow
-through the real composition (`compose` + `gradflow.train.run`) with `callbacks=none`, and
-(c) the same with `callbacks=default`, for the tutorial's sigmoid and relu nets.
+through the real composition (`compose` + `gradflow.training.run.run`) with
+`callbacks=none`, and (c) the same with `callbacks=default`, for the tutorial's sigmoid
+and relu nets.
 Part `process`: wall time of `scripts/train.py` (with the TensorBoard logger) against
-`bench/plain_train.py` running the same training. Part `sweep`: a 12-job multirun with
-Hydra's basic launcher against `hydra/launcher=joblib`; each joblib worker imports torch
-and Lightning and decodes the data once, so parallel pays only when the jobs outweigh
-that start-up (hence 10 epochs a job by default).
+`bench/plain_train.py` running the same training; with `--baseline <checkout>`, also that
+checkout's `scripts/train.py` (its own `src` on PYTHONPATH, e.g. a `git worktree` of an
+earlier commit), alternated with this one, so a change's cost is a ratio of one session.
+Part `sweep`: a 12-job multirun with Hydra's basic launcher against `hydra/launcher=joblib`;
+each joblib worker imports torch and Lightning and decodes the data once, so parallel pays
+only when the jobs outweigh that start-up (hence 10 epochs a job by default).
 Times are wall seconds, with CPU seconds beside them: CPU time is less shaken when other
 work shares the cores. Benchmarks measure, they never assert (DESIGN.md); run on a quiet
 machine and read the load average printed with the results.
@@ -47,6 +51,9 @@ TUTORIAL = [
     "data.val_size=1000",
 ]
 SWEEP = ["activation=sigmoid,tanh,relu,elu", "model=mlp,bn_mlp,res_mlp"]
+# The sweep keeps each model's own depth (res_mlp needs an odd one) and sweeps the model, so
+# none of TUTORIAL's model keys may follow it: a later `model=mlp` would replace the sweep.
+SWEEP_TUTORIAL = [o for o in TUTORIAL if not o.startswith("model")]
 
 
 def load_average() -> str:
@@ -114,18 +121,14 @@ def plain_loop(cfg, epochs: int) -> tuple[list[float], float]:
     """
     import torch
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     from gradflow.data import epoch_seed
+    from gradflow.training.run import build_model
 
     torch.set_num_threads(int(cfg.torch_threads))
     torch.manual_seed(cfg.seed)
-    net = instantiate(
-        cfg.model,
-        activation=OmegaConf.to_container(cfg.activation),
-        init=OmegaConf.to_container(cfg.init),
-    )
     data = instantiate(cfg.data)
+    net = build_model(cfg, data)
     data.setup("fit")
     (x, y), (xv, yv) = data.train_data, data.val_data
     optimizer = instantiate(cfg.optimizer)(net.parameters())
@@ -161,7 +164,7 @@ def plain_loop(cfg, epochs: int) -> tuple[list[float], float]:
 
 
 def gradflow_run(cfg) -> tuple[list[float], list[float], float]:
-    from gradflow.train import run
+    from gradflow.training.run import run
 
     summary = run(cfg)
     if summary["status"] != "completed":
@@ -236,11 +239,11 @@ def paired_ratio(floor: list[list[float]], ours: list[list[float]]) -> str:
 # ---------------------------------------------------------------------- part 2: processes
 
 
-def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
+def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
     """Wall seconds and CPU seconds (user + system, its children included) of `cmd`."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -280,6 +283,7 @@ def part_process(args: argparse.Namespace) -> None:
                         str(args.process_epochs),
                     ],
                 }
+                envs: dict[str, dict[str, str]] = {}
                 for cb in callbacks:
                     cmds[f"{act} gradflow callbacks={cb}"] = [
                         sys.executable,
@@ -291,9 +295,18 @@ def part_process(args: argparse.Namespace) -> None:
                         f"paths.log_dir={tmp}/logs",
                         *args.override,
                     ]
+                    if args.baseline is not None:
+                        name = f"{act} baseline callbacks={cb}"
+                        cmds[name] = [
+                            sys.executable,
+                            str(args.baseline / "scripts" / "train.py"),
+                            *cmds[f"{act} gradflow callbacks={cb}"][2:],
+                            *args.baseline_override,
+                        ]
+                        envs[name] = {**os.environ, "PYTHONPATH": str(args.baseline / "src")}
                 names = list(cmds) if rep % 2 == 0 else list(cmds)[::-1]
                 for name in names:
-                    results.setdefault(name, []).append(timed(cmds[name], REPO))
+                    results.setdefault(name, []).append(timed(cmds[name], REPO, envs.get(name)))
     print()
     _table(results, "process")
     for act in args.activations:
@@ -301,6 +314,9 @@ def part_process(args: argparse.Namespace) -> None:
         for cb in callbacks:
             ours = median([w for w, _ in results[f"{act} gradflow callbacks={cb}"]])
             print(f"{act}: gradflow callbacks={cb} / plain = {ours / plain:.2f} (wall)")
+            if args.baseline is not None:
+                base = median([w for w, _ in results[f"{act} baseline callbacks={cb}"]])
+                print(f"{act}: gradflow callbacks={cb} / baseline = {ours / base:.2f} (wall)")
     print(f"(load after: {load_average()})")
 
 
@@ -325,7 +341,7 @@ def part_sweep(args: argparse.Namespace) -> None:
                     "-m",
                     *SWEEP,
                     *launchers[name],
-                    *TUTORIAL,
+                    *SWEEP_TUTORIAL,
                     f"trainer.max_epochs={args.sweep_epochs}",
                     f"callbacks={callbacks}",
                     f"paths.log_dir={tmp}/logs",
@@ -362,6 +378,18 @@ def main() -> None:
     )
     parser.add_argument("--process-repeats", type=int, default=3)
     parser.add_argument("--process-epochs", type=int, default=10)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="part 2: another checkout of gradflow to time beside this one",
+    )
+    parser.add_argument(
+        "--baseline-override",
+        nargs="*",
+        default=[],
+        help="extra Hydra overrides for the baseline's runs only",
+    )
     parser.add_argument("--sweep-repeats", type=int, default=1)
     parser.add_argument("--sweep-epochs", type=int, default=10)
     parser.add_argument(

@@ -46,7 +46,7 @@ def find_raw(data_dir: Path) -> list[Path] | None:
 
 
 def load(data_dir: Path, train_size: int, val_size: int, seed: int):
-    """(x_train, y_train, x_val, y_val), chosen as gradflow.data.subsample chooses them."""
+    """(x_train, y_train, x_val, y_val), chosen as gradflow.data.mnist.subsample chooses them."""
     g = torch.Generator().manual_seed(seed)
     paths = find_raw(data_dir)
     if paths is not None:  # official splits: train from train, val from test

@@ -15,8 +15,8 @@ from omegaconf import DictConfig
 
 from gradflow.config import config_dir
 from gradflow.errors import GradflowError
-from gradflow.resume import resume_argv
-from gradflow.sweep import sweep_failed
+from gradflow.training.resume import resume_argv
+from gradflow.training.sweep import sweep_failed
 
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 
@@ -25,7 +25,8 @@ EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 def main(cfg: DictConfig) -> float:
     # Imported here, not above: Lightning and torchmetrics take seconds to import, and the
     # parent of a parallel sweep only launches the workers, which import them themselves.
-    from gradflow.train import format_summary, objective, run
+    from gradflow.training.run import run
+    from gradflow.training.summary import format_summary, objective
 
     summary = run(cfg)
     is_sweep = hydra.core.hydra_config.HydraConfig.get().mode.name == "MULTIRUN"

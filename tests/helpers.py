@@ -1,8 +1,11 @@
-"""Constants the tests share."""
+"""What the tests share: a tiny run's overrides and tiny MNIST-shaped IDX files."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
+
+import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,3 +18,41 @@ TINY = [
     "trainer.enable_progress_bar=false",
     "model.width=32",
 ]
+# torchvision's file names for MNIST and Fashion-MNIST: train images and labels, test ones.
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An array as a uint8 IDX file: magic (0, 0, 8, ndim), big-endian dims, the bytes."""
+    header = struct.pack(f">BBBB{array.ndim}I", 0, 0, 8, array.ndim, *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def fake_mnist(n_train: int = 60, n_test: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random 28 x 28 images and labels 0-9, by IDX file name."""
+    rng = np.random.default_rng(seed)
+    return dict(
+        zip(
+            IDX_FILES,
+            [
+                rng.integers(0, 256, (n_train, 28, 28)),
+                rng.integers(0, 10, n_train),
+                rng.integers(0, 256, (n_test, 28, 28)),
+                rng.integers(0, 10, n_test),
+            ],
+            strict=True,
+        )
+    )
+
+
+def write_raw(folder: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """The arrays as plain IDX files in `folder` (created); returns it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, array in arrays.items():
+        (folder / name).write_bytes(idx_bytes(array))
+    return folder

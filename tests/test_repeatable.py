@@ -7,12 +7,16 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import gradflow
 from gradflow.config import project_root
-from gradflow.train import git_commit, run
+from gradflow.training.run import run
+from gradflow.training.summary import git_commit
 from tests.helpers import REPO_ROOT, TINY
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_get_their_own_directories(tmp_path):
     # Both ask for the same directory name, as two runs started in the same second do
     # (the name is the start time): `unique_dir` creates it atomically, so one gets `_2`.

@@ -239,6 +239,7 @@ def test_parse_overrides_strips_hydra_prefixes() -> None:
     }
 
 
+@pytest.mark.slow
 def test_script_on_a_glob_writes_report(multirun: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli"
     done = subprocess.run(

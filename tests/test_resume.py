@@ -20,15 +20,15 @@ from omegaconf import OmegaConf, open_dict
 from tensorboard.backend.event_processing import event_accumulator as ea
 
 from gradflow.errors import ConfigError
-from gradflow.module import ClassifierModule
 from gradflow.nn import MLP
-from gradflow.resume import (
+from gradflow.training.module import ClassifierModule
+from gradflow.training.resume import (
     checkpoint_progress,
     merge_overrides,
     resume_argv,
 )
-from gradflow.sweep import format_report, job_statuses
-from gradflow.train import run
+from gradflow.training.run import run
+from gradflow.training.sweep import format_report, job_statuses
 from tests.helpers import REPO_ROOT, TINY
 
 SCRIPT = REPO_ROOT / "scripts" / "train.py"
@@ -42,7 +42,7 @@ KILLABLE = [
     "model.width=32",
     "optimizer=adam",
 ]
-# Tags the tiny runs log once per epoch (the module's own; DESIGN.md).
+# Tags the tiny runs log once per epoch (the module's own; docs/architecture.md).
 EPOCH_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best")
 
 
@@ -156,9 +156,9 @@ def test_resume_argv_for_one_run(tmp_path):
         f"++resume='{run_dir}'",
     ]
     assert resume_argv(["train.py", "activation=tanh"]) == ["train.py", "activation=tanh"]
-    with pytest.raises(ConfigError, match=r"resume=.*/nowhere is not allowed: there is no such"):
+    with pytest.raises(ConfigError, match=r"^resume='.*/nowhere' is not allowed: there is no such"):
         resume_argv(["train.py", f"resume={tmp_path / 'nowhere'}"])
-    with pytest.raises(ConfigError, match="it is not a run directory .*no .hydra/config.yaml"):
+    with pytest.raises(ConfigError, match=r"it is not a run directory \(it has no .hydra/config"):
         resume_argv(["train.py", f"resume={tmp_path}"])
 
 
@@ -180,11 +180,16 @@ def test_resume_argv_for_a_sweep(tmp_path):
         f"hydra.sweep.dir='{sweep}'",
         f"++resume='{sweep}'",
     ]
-    with pytest.raises(ConfigError, match="started with .activation=relu,tanh callbacks=none.*"):
+    with pytest.raises(ConfigError) as err:
         resume_argv(["train.py", "-m", f"resume={sweep}", "model.depth=5"])
-    with pytest.raises(ConfigError, match="is a sweep directory: add -m"):
+    assert str(err.value) == (
+        f"model.depth='5' is not allowed: resume={sweep} relaunches the sweep with the "
+        "arguments it was started with (activation=relu,tanh callbacks=none); start a new "
+        "sweep instead."
+    )
+    with pytest.raises(ConfigError, match="it is a sweep directory, so add -m"):
         resume_argv(["train.py", f"resume={sweep}"])
-    with pytest.raises(ConfigError, match="not a sweep directory .*no multirun.yaml"):
+    with pytest.raises(ConfigError, match="sweep directory, and this one has no multirun.yaml"):
         resume_argv(["train.py", "-m", f"resume={tmp_path}"])
 
 

@@ -1,4 +1,5 @@
-"""A real TensorBoard server lists a finished run's scalar, histogram and image tags."""
+"""A real TensorBoard server lists a finished run's scalar, histogram and image tags (slow:
+it starts the server in a subprocess)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torch.utils.tensorboard import SummaryWriter
 
-from gradflow.train import run
+from gradflow.training.run import run
+
+pytestmark = pytest.mark.slow
 
 
 def _free_port() -> int:
@@ -104,27 +104,3 @@ def test_tensorboard_server_lists_scalar_histogram_and_image_tags(served_run):
         f"{served_run}/data/plugin/histograms/histograms?run={run_name}&tag=activations/layer_01"
     )
     assert [point[1] for point in series][0] == 0
-
-
-def test_c_event_checksums_equal_tensorboards_own(tmp_path):
-    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
-    from tensorboard.summary.writer import record_writer
-
-    from gradflow.event_checksums import c_masked_crc32c, use_c_checksums
-
-    fast = c_masked_crc32c()
-    assert fast is not None, "google-crc32c's C implementation is a dependency"
-    rng = np.random.default_rng(0)
-    for size in (0, 1, 8, 12, 1000, 100_000):
-        data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
-        assert fast(data) == masked_crc32c(data)
-    assert (
-        use_c_checksums() and record_writer.masked_crc32c.__module__ == "gradflow.event_checksums"
-    )
-    # TensorBoard's reader checks every record's CRC: what the writer wrote reads back.
-    writer = SummaryWriter(tmp_path)
-    writer.add_histogram("h", np.arange(1000.0), 3)
-    writer.close()
-    acc = EventAccumulator(str(tmp_path))
-    acc.Reload()
-    assert [e.step for e in acc.Histograms("h")] == [3]

@@ -1,4 +1,5 @@
-"""Tiny runs through the real entry point: in-process composition and scripts/train.py."""
+"""Tiny runs through the real entry point: in-process composition, and scripts/train.py
+in subprocesses (marked slow)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gradflow.config import dir_suffix, unique_dir
-from gradflow.train import run
+from gradflow.training.run import run
 from tests.helpers import REPO_ROOT, TINY
 
 SCRIPT = REPO_ROOT / "scripts" / "train.py"
@@ -69,6 +70,7 @@ def _train(*args: str, cwd: Path, log_dir: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_script_runs_from_any_directory(tmp_path):
     log_dir = tmp_path / "logs"
     proc = _train("activation=sigmoid", cwd=tmp_path, log_dir=log_dir)
@@ -85,6 +87,7 @@ def test_script_runs_from_any_directory(tmp_path):
     assert "verdict:" in proc.stdout and summary["verdict"]["labels"]
 
 
+@pytest.mark.slow
 def test_two_job_multirun(tmp_path):
     log_dir = tmp_path / "logs"
     proc = _train("-m", "activation=sigmoid,relu", "callbacks=none", cwd=tmp_path, log_dir=log_dir)
@@ -97,6 +100,7 @@ def test_two_job_multirun(tmp_path):
     assert all(json.loads(p.read_text())["status"] == "completed" for p in summaries)
 
 
+@pytest.mark.slow
 def test_multirun_with_a_diverging_job_completes_the_other(tmp_path):
     # A 20-layer ReLU net with N(0, 3^2) weights overflows at step 0; N(0, 0.05^2) trains.
     log_dir = tmp_path / "logs"

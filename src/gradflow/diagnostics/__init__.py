@@ -1,4 +1,4 @@
-"""Per-layer statistics and the Lightning callbacks that log them (see DESIGN.md's names).
+"""Per-layer statistics and the Lightning callbacks that log them (names: docs/architecture.md).
 
 - GradientMonitor: `grad_norm/*`, `update_ratio/*`, gradient/weight histograms, the
   per-layer bar chart, and the DivergedError stop on a NaN/Inf.
@@ -10,13 +10,12 @@
 from gradflow.diagnostics.activations import ActivationMonitor, probe_statistics
 from gradflow.diagnostics.gradients import GradientMonitor
 from gradflow.diagnostics.probe import ProbeCapture, capture_probe, probe_batch
-from gradflow.diagnostics.stats import SATURATION_SLOPE, saturation_mask, saturation_stats
+from gradflow.diagnostics.stats import saturation_stats
 from gradflow.diagnostics.verdict import LABELS, Verdict, VerdictThresholds, judge
 from gradflow.diagnostics.verdict_monitor import VerdictMonitor
 
 __all__ = [
     "LABELS",
-    "SATURATION_SLOPE",
     "ActivationMonitor",
     "GradientMonitor",
     "ProbeCapture",
@@ -27,6 +26,5 @@ __all__ = [
     "judge",
     "probe_batch",
     "probe_statistics",
-    "saturation_mask",
     "saturation_stats",
 ]

@@ -6,7 +6,7 @@ logged is the number of optimizer steps taken. Per hidden layer k:
 
 - `act_mean/layer_k`, `act_std/layer_k`: mean and standard deviation of the activations
   over all (sample, unit) pairs.
-- `act_saturated/layer_k`, `act_dead/layer_k`: DESIGN's saturation, |f'(z)| < 0.1·max|f'|
+- `act_saturated/layer_k`, `act_dead/layer_k`: saturation, |f'(z)| < 0.1·max|f'|
   from the activation registry; the fraction of (sample, unit) pairs, and of units
   saturated on every probe sample.
 - `grad_signal/layer_k`: RMS of ∂ℓ_i/∂z, each sample's own loss differentiated w.r.t. its
@@ -30,8 +30,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
+from gradflow.checks import whole
 from gradflow.diagnostics.common import (
-    check_int,
     epoch_due,
     finite_values,
     log_histograms,
@@ -42,14 +42,16 @@ from gradflow.diagnostics.common import (
 )
 from gradflow.diagnostics.figures import ActivationHistogramGrid
 from gradflow.diagnostics.probe import ProbeCapture, capture_probe, probe_batch
-from gradflow.diagnostics.stats import rms, saturation_stats, spread
+from gradflow.diagnostics.stats import norms, rms, saturation_stats, spread
+from gradflow.names import GRAD_NORM
 from gradflow.nn.models import TrackedModel
 
 Stats = dict[str, Any]
 
 
 def probe_statistics(model: TrackedModel, capture: ProbeCapture) -> dict[str, torch.Tensor]:
-    """Every scalar of one probe as 0-d device tensors, keyed by their TensorBoard tag."""
+    """Every scalar of one probe as 0-d device tensors, keyed by their TensorBoard tag
+    (`grad_norm/layer_k` too when the capture holds weight gradients)."""
     out: dict[str, torch.Tensor] = {}
     for name, z in capture.preacts.items():
         act = capture.acts[name]
@@ -67,6 +69,8 @@ def probe_statistics(model: TrackedModel, capture: ProbeCapture) -> dict[str, to
         ("res_branch_std", capture.res_branch),
     ):
         out.update({f"{kind}/{name}": spread(t) for name, t in tensors.items()})
+    layers, grads = list(capture.weight_grads), list(capture.weight_grads.values())
+    out.update({f"{GRAD_NORM}/{name}": n for name, n in zip(layers, norms(grads), strict=True)})
     return out
 
 
@@ -90,13 +94,12 @@ class ActivationMonitor(L.Callback):
         figures_every_n_epochs: int = 5,
         backprop_signal: bool = True,
     ) -> None:
-        check_int("ActivationMonitor", "probe_size", probe_size, 2)
-        check_int("ActivationMonitor", "every_n_epochs", every_n_epochs, 0)
-        check_int("ActivationMonitor", "figures_every_n_epochs", figures_every_n_epochs, 0)
-        self.probe_size = probe_size
-        self.every_n_epochs = every_n_epochs
+        self.probe_size = whole("probe_size", probe_size, minimum=2)
+        self.every_n_epochs = whole("every_n_epochs", every_n_epochs, minimum=0)
         self.histograms = histograms
-        self.figures_every_n_epochs = figures_every_n_epochs
+        self.figures_every_n_epochs = whole(
+            "figures_every_n_epochs", figures_every_n_epochs, minimum=0
+        )
         self.backprop_signal = backprop_signal
         self.first_probe: Stats | None = None  # {"step": int, tag: value, ...}
         self.last_probe: Stats | None = None

@@ -14,8 +14,9 @@ layer's median norm over the epoch's logged steps) at the end of every
 `figures_every_n_epochs`-th epoch and of the last one (a picture costs about as much as
 the rest of an epoch's diagnostics: bench/bench_train.py).
 
-Cost: nothing at all at other steps; at a logged step one batched norm computation and one
-device-to-host transfer (finiteness is judged on the fetched numbers, so it is free).
+Cost: nothing at all at other steps; at a logged step one norm per parameter, stacked on
+the device, and one device-to-host transfer (finiteness is judged on the fetched numbers,
+so it is free).
 A NaN/Inf appearing between logged steps is caught at the next one (the weights stay
 non-finite once a step used a non-finite gradient), and at each epoch's end; set
 `check_finite_every_step` to stop at the exact step, at one host sync per step.
@@ -32,8 +33,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
+from gradflow.checks import whole
 from gradflow.diagnostics.common import (
-    check_int,
     epoch_due,
     log_histograms,
     log_image,
@@ -42,7 +43,9 @@ from gradflow.diagnostics.common import (
     tracked_model,
 )
 from gradflow.diagnostics.figures import GradNormChart
+from gradflow.diagnostics.stats import norms
 from gradflow.errors import DivergedError
+from gradflow.names import FIRST_LAST_RATIO, GRAD_NORM
 
 Row = dict[str, Any]
 
@@ -67,12 +70,15 @@ class GradientMonitor(L.Callback):
         figures_every_n_epochs: int = 5,
         check_finite_every_step: bool = False,
     ) -> None:
-        check_int("GradientMonitor", "log_every_n_steps", log_every_n_steps, 0, optional=True)
-        check_int("GradientMonitor", "histogram_every_n_epochs", histogram_every_n_epochs, 0)
-        check_int("GradientMonitor", "figures_every_n_epochs", figures_every_n_epochs, 0)
+        if log_every_n_steps is not None:
+            whole("log_every_n_steps", log_every_n_steps, minimum=0, null="for the Trainer's")
         self.log_every_n_steps = log_every_n_steps
-        self.histogram_every_n_epochs = histogram_every_n_epochs
-        self.figures_every_n_epochs = figures_every_n_epochs
+        self.histogram_every_n_epochs = whole(
+            "histogram_every_n_epochs", histogram_every_n_epochs, minimum=0
+        )
+        self.figures_every_n_epochs = whole(
+            "figures_every_n_epochs", figures_every_n_epochs, minimum=0
+        )
         self.check_finite_every_step = check_finite_every_step
         self.first_row: Row | None = None  # the first logged step's norms (summary.json)
         self.last_row: Row | None = None
@@ -147,15 +153,14 @@ class GradientMonitor(L.Callback):
         step = trainer.global_step
         weights = [layer.weight for layer in self._layers.values()]
         with_grad = [p for _, p in self._params if p.grad is not None]
-        # Batched norms (as gradient clipping computes them), in float32 whatever the dtypes.
-        grad_norms = torch._foreach_norm([p.grad for p in with_grad], 2, dtype=torch.float32)
+        grad_norms = norms([p.grad for p in with_grad])
         by_param = {id(p): norm for p, norm in zip(with_grad, grad_norms, strict=True)}
         zero = weights[0].new_zeros((), dtype=torch.float32)
         loss = self._loss if self._loss is not None else zero
         packed = torch.stack(
             [
                 *(by_param.get(id(w), zero) for w in weights),
-                *torch._foreach_norm(weights, 2, dtype=torch.float32),
+                *norms(weights),
                 torch.linalg.vector_norm(torch.stack(grad_norms)),
                 loss.to(zero),
             ]
@@ -164,24 +169,24 @@ class GradientMonitor(L.Callback):
         self.fetches += 1
         n = len(weights)
         names = list(self._layers)
-        norms = dict(zip(names, values[:n], strict=True))
+        by_layer = dict(zip(names, values[:n], strict=True))
         total_norm, loss_value = values[2 * n :]
-        if not all(map(math.isfinite, [*norms.values(), total_norm, loss_value])):
-            self._diverge(step, norms, loss_value)
+        if not all(map(math.isfinite, [*by_layer.values(), total_norm, loss_value])):
+            self._diverge(step, by_layer, loss_value)
         lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
         updates = {
-            name: float(lr_of.get(id(w), 0.0)) * norms[name] / w_norm if w_norm else math.inf
+            name: float(lr_of.get(id(w), 0.0)) * by_layer[name] / w_norm if w_norm else math.inf
             for name, w, w_norm in zip(names, weights, values[n : 2 * n], strict=True)
         }
-        first, last = norms[names[0]], norms[names[-1]]
+        first, last = by_layer[names[0]], by_layer[names[-1]]
         ratio = first / last if last else (math.inf if first else math.nan)
-        row: Row = {"step": step, **norms, "total": total_norm, "first_last_ratio": ratio}
+        row: Row = {"step": step, **by_layer, "total": total_norm, "first_last_ratio": ratio}
         self.first_row = self.first_row or row
         self.last_row = row
         self._epoch_rows.append(row)
-        metrics = {f"grad_norm/{name}": v for name, v in norms.items()}
-        metrics["grad_norm/total"] = total_norm
-        metrics["grad_norm/first_last_ratio"] = ratio
+        metrics = {f"{GRAD_NORM}/{name}": v for name, v in by_layer.items()}
+        metrics[f"{GRAD_NORM}/total"] = total_norm
+        metrics[FIRST_LAST_RATIO] = ratio
         metrics.update({f"update_ratio/{name}": v for name, v in updates.items()})
         log_scalars(trainer, metrics, step)
         if self._histograms_due:
@@ -203,22 +208,22 @@ class GradientMonitor(L.Callback):
 
     # -- divergence ---------------------------------------------------------------------
     def _check_finite(self, step: int) -> None:
-        """One fused reduction and one host sync over the loss and every gradient."""
+        """One reduction on the device and one host sync over the loss and every gradient."""
         grads = [p.grad for _, p in self._params if p.grad is not None]
-        parts = [torch.stack(torch._foreach_norm(grads)).sum()] if grads else []
+        parts = [torch.stack(norms(grads)).sum()] if grads else []
         if self._loss is not None:
             parts.append(self._loss.float().to(parts[0].device) if parts else self._loss.float())
         if parts and not bool(torch.isfinite(torch.stack(parts).sum())):
-            norms = {
+            by_layer = {
                 n: float(layer.weight.grad.norm()) if layer.weight.grad is not None else 0.0
                 for n, layer in self._layers.items()
             }
             loss = float(self._loss) if self._loss is not None else math.nan
-            self._diverge(step, norms, loss)
+            self._diverge(step, by_layer, loss)
 
-    def _diverge(self, step: int, norms: dict[str, float], loss: float) -> None:
+    def _diverge(self, step: int, by_layer: dict[str, float], loss: float) -> None:
         self.diverged_at_step = step
-        bad_layer = next((name for name, v in norms.items() if not math.isfinite(v)), None)
+        bad_layer = next((name for name, v in by_layer.items() if not math.isfinite(v)), None)
         if bad_layer is None:
             bad_layer = next(
                 (

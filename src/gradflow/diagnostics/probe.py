@@ -28,6 +28,9 @@ class ProbeCapture:
     acts: dict[str, torch.Tensor] = field(default_factory=dict)
     # ∂ℓ_i/∂z: each sample's own loss w.r.t. its pre-activation (empty without backprop).
     signals: dict[str, torch.Tensor] = field(default_factory=dict)
+    # ∂L/∂W of the batch's mean loss, as a training step sees it, per tracked layer (the
+    # output layer too; empty unless asked for).
+    weight_grads: dict[str, torch.Tensor] = field(default_factory=dict)
     bn_in: dict[str, torch.Tensor] = field(default_factory=dict)
     bn_out: dict[str, torch.Tensor] = field(default_factory=dict)
     res_skip: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -101,12 +104,17 @@ def _probe_state(model: nn.Module, device: torch.device) -> Iterator[None]:
 
 
 def capture_probe(
-    model: TrackedModel, x: torch.Tensor, y: torch.Tensor, backprop: bool = True
+    model: TrackedModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    backprop: bool = True,
+    weight_grads: bool = False,
 ) -> ProbeCapture:
-    """Run the probe batch once; with `backprop`, also ∂ℓ_i/∂z for every hidden layer.
+    """Run the probe batch once; with `backprop`, also ∂ℓ_i/∂z for every hidden layer, and
+    with `weight_grads` the tracked layers' weight gradients, from the same backward pass.
 
-    The backward uses torch.autograd.grad w.r.t. the captured pre-activations, so no
-    parameter's `.grad` is touched.
+    The backward uses torch.autograd.grad w.r.t. the captured pre-activations (and weights),
+    so no parameter's `.grad` is touched.
     """
     live: dict[str, dict[str, torch.Tensor]] = {
         kind: {} for kind in ("preacts", "acts", "bn_in", "bn_out", "res_skip", "res_branch")
@@ -136,13 +144,18 @@ def capture_probe(
         ):
             logits = model(x)
             signals: dict[str, torch.Tensor] = {}
-            if backprop:
-                names = list(live["preacts"])
+            weights: dict[str, torch.Tensor] = {}
+            if backprop or weight_grads:
+                names = list(live["preacts"]) if backprop else []
+                layers = model.tracked_layers() if weight_grads else {}
                 loss = F.cross_entropy(logits, y, reduction="sum")  # sum: per-sample gradients
-                grads = torch.autograd.grad(loss, [live["preacts"][n] for n in names])
-                signals = dict(zip(names, grads, strict=True))
+                inputs = [live["preacts"][n] for n in names]
+                grads = torch.autograd.grad(loss, inputs + [w.weight for w in layers.values()])
+                signals = dict(zip(names, grads[: len(names)], strict=True))
+                # The mean loss's gradient, as the optimizer sees it: the sum's, over the batch.
+                weights = {n: g / len(y) for n, g in zip(layers, grads[len(names) :], strict=True)}
     finally:
         for handle in handles:
             handle.remove()
     detached = {kind: {n: t.detach() for n, t in d.items()} for kind, d in live.items()}
-    return ProbeCapture(**detached, signals=signals)
+    return ProbeCapture(**detached, signals=signals, weight_grads=weights)

@@ -8,19 +8,9 @@ from typing import Any
 
 import torch
 
-from gradflow.nn.activations import derivative, max_abs_derivative
-
-# DESIGN: a unit is saturated on a sample when |f'(z)| < SATURATION_SLOPE * max|f'|.
-SATURATION_SLOPE = 0.1
+from gradflow.nn.activations import saturation_mask
 
 ActivationSpec = str | Mapping[str, Any]
-
-
-def saturation_mask(spec: ActivationSpec, preact: torch.Tensor) -> torch.Tensor:
-    """True where the activation's slope at the pre-activation is under 10% of its maximum."""
-    with torch.enable_grad():  # the registry's f' goes through autograd
-        slope = derivative(spec, preact)
-    return slope.abs() < SATURATION_SLOPE * max_abs_derivative(spec)
 
 
 def saturation_stats(
@@ -43,3 +33,8 @@ def rms(values: torch.Tensor) -> torch.Tensor:
 def spread(values: torch.Tensor) -> torch.Tensor:
     """Standard deviation over all entries (the width of the layer's histogram)."""
     return values.float().std(correction=0)
+
+
+def norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor's L2 norm, in float32 whatever its dtype, as 0-d tensors on its device."""
+    return [torch.linalg.vector_norm(t, dtype=torch.float32) for t in tensors]

@@ -50,7 +50,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from gradflow.errors import ConfigError
+from gradflow.checks import number, one_of
 
 LABELS = ("healthy", "vanishing", "exploding", "saturated", "dead_units")
 
@@ -70,25 +70,15 @@ class VerdictThresholds:
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any] | VerdictThresholds | None) -> VerdictThresholds:
-        """From a (Hydra) mapping; an unknown key or a non-positive value is a ConfigError."""
-        if values is None:
-            return cls()
+        """These defaults with some replaced (a mapping, e.g. from Hydra); each must be a
+        threshold's name and a number > 0 (a ConfigError names the key otherwise)."""
         if isinstance(values, VerdictThresholds):
             return values
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown verdict threshold(s) {unknown}; known: {', '.join(sorted(known))}"
-            )
-        bad = {k: v for k, v in values.items() if not (_is_number(v) and v > 0)}
-        if bad:
-            raise ConfigError(f"verdict thresholds must be positive numbers, got {bad}")
-        return cls(**{k: float(v) for k, v in values.items()})
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+        known = [f.name for f in fields(cls)]
+        for key, value in (values or {}).items():
+            one_of("thresholds", key, known)
+            number(f"thresholds.{key}", value)
+        return cls(**{k: float(v) for k, v in (values or {}).items()})
 
 
 def _finite(value: float | None) -> bool:

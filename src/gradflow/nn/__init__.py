@@ -3,7 +3,6 @@
 from gradflow.nn.activations import (
     ACTIVATIONS,
     ActivationInfo,
-    UnknownNameError,
     build_activation,
     get_activation_info,
     max_abs_derivative,
@@ -19,7 +18,6 @@ __all__ = [
     "ActivationInfo",
     "ResMLP",
     "TrackedModel",
-    "UnknownNameError",
     "build_activation",
     "get_activation_info",
     "init_linear",

@@ -15,6 +15,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from gradflow.checks import one_of
+from gradflow.errors import ConfigError
+
 # How an activation flattens: on both sides (sigmoid, tanh: a unit can be stuck high
 # or low), on one side (ReLU family: a flat unit is merely inactive), or never.
 Saturation = Literal["two_sided", "one_sided", "none"]
@@ -60,48 +63,39 @@ ACTIVATIONS: dict[str, ActivationInfo] = _register(
 )
 
 
-class UnknownNameError(ValueError):
-    """A name that is not in a registry; the message lists the valid ones."""
-
-
-def _split_spec(spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+def split_spec(spec: str | Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """A registry spec, `name` or `{name: ..., **params}`, as (name, params)."""
     if isinstance(spec, str):
         return spec, {}
     params = dict(spec)
-    try:
-        name = params.pop("name")
-    except KeyError:
-        raise ValueError(f"activation spec {dict(spec)} has no 'name' key") from None
-    return name, params
+    return params.pop("name", None), params
+
+
+def check_params(name: str, params: Mapping[str, Any], known: Mapping[str, Any], what: str) -> None:
+    """Every key of `params` must be one of `known` (the registry's parameters of `name`)."""
+    for key, value in params.items():
+        if key not in known:
+            listed = f"its parameters are {', '.join(known)}" if known else "it has none"
+            raise ConfigError(key, value, f"the {name!r} {what} has no such parameter; {listed}")
 
 
 def get_activation_info(spec: str | Mapping[str, Any]) -> ActivationInfo:
     """Look up an activation by name (or by a `{name: ..., **params}` mapping)."""
-    name, _ = _split_spec(spec)
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise UnknownNameError(
-            f"unknown activation '{name}'; choose one of: {', '.join(ACTIVATIONS)}"
-        ) from None
+    name, _ = split_spec(spec)
+    return ACTIVATIONS[one_of("name", name, ACTIVATIONS)]
 
 
 def activation_params(spec: str | Mapping[str, Any]) -> dict[str, Any]:
     """The activation's parameters, defaults filled in (e.g. leaky_relu's slope)."""
-    name, params = _split_spec(spec)
+    name, params = split_spec(spec)
     info = get_activation_info(name)
-    unknown = set(params) - set(info.defaults)
-    if unknown:
-        allowed = ", ".join(info.defaults) or "none"
-        raise ValueError(
-            f"activation '{name}' got unknown parameter(s) {sorted(unknown)}; allowed: {allowed}"
-        )
+    check_params(name, params, info.defaults, "activation")
     return {**info.defaults, **params}
 
 
 def build_activation(spec: str | Mapping[str, Any]) -> nn.Module:
     """A fresh activation module from a name or `{name: ..., **params}` mapping."""
-    name, _ = _split_spec(spec)
+    name, _ = split_spec(spec)
     return get_activation_info(name).build(**activation_params(spec))
 
 
@@ -116,7 +110,7 @@ def _max_abs_derivative(name: str, frozen_params: tuple[tuple[str, Any], ...]) -
 
 def max_abs_derivative(spec: str | Mapping[str, Any]) -> float:
     """max over z of |f'(z)|, measured once on a fine grid (0.25 for sigmoid)."""
-    name, _ = _split_spec(spec)
+    name, _ = split_spec(spec)
     params = activation_params(spec)
     return _max_abs_derivative(name, tuple(sorted(params.items())))
 
@@ -127,3 +121,15 @@ def derivative(spec: str | Mapping[str, Any], z: torch.Tensor) -> torch.Tensor:
     z = z.detach().requires_grad_(True)
     (slope,) = torch.autograd.grad(module(z).sum(), z)
     return slope
+
+
+# A unit is saturated on a sample when |f'(z)| < SATURATION_SLOPE * max|f'|: the diagnostics'
+# act_saturated and act_dead, and the shaded band of the activation plots.
+SATURATION_SLOPE = 0.1
+
+
+def saturation_mask(spec: str | Mapping[str, Any], z: torch.Tensor) -> torch.Tensor:
+    """True where the activation's slope at z is under SATURATION_SLOPE of its maximum."""
+    with torch.enable_grad():  # the registry's f' goes through autograd
+        slope = derivative(spec, z)
+    return slope.abs() < SATURATION_SLOPE * max_abs_derivative(spec)

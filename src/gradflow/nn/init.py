@@ -13,7 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from gradflow.nn.activations import ActivationInfo, UnknownNameError, activation_params
+from gradflow.checks import number, one_of
+from gradflow.nn.activations import ActivationInfo, activation_params, check_params, split_spec
 
 WeightInit = Callable[[nn.Linear, str, float, dict[str, Any]], None]
 
@@ -66,32 +67,31 @@ INIT_SCHEMES: dict[str, tuple[WeightInit, dict[str, Any]]] = {
 MATCHED = "matched"
 
 
+# What the parameters of the schemes above mean, for the one-sentence errors.
+PARAMETER_MEANINGS = {"std": "the weights' standard deviation", "gain": "the weights' scale"}
+
+
 def resolve_matched_init(
     spec: str | Mapping[str, Any], activation: ActivationInfo
 ) -> str | Mapping[str, Any]:
     """`matched` means the activation's recommended init (the registry says which)."""
-    name = spec if isinstance(spec, str) else spec.get("name")
+    name, _ = split_spec(spec)
     return activation.recommended_init if name == MATCHED else spec
 
 
 def init_params(spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """Split `{name: ..., **params}` (or a bare name) and fill in defaults; checks both."""
-    params = {"name": spec} if isinstance(spec, str) else dict(spec)
-    name = params.pop("name", None)
-    if name not in INIT_SCHEMES:
-        raise UnknownNameError(
-            f"unknown init '{name}'; choose one of: {', '.join([*INIT_SCHEMES, MATCHED])}"
-        )
+    name, params = split_spec(spec)
+    one_of("name", name, [*INIT_SCHEMES, MATCHED])
+    if name == MATCHED:  # resolved against the activation by the model
+        check_params(name, params, {}, "init")
+        return name, {}
     defaults = INIT_SCHEMES[name][1]
-    unknown = set(params) - set(defaults)
-    if unknown:
-        allowed = ", ".join(defaults) or "none"
-        raise ValueError(
-            f"init '{name}' got unknown parameter(s) {sorted(unknown)}; allowed: {allowed}"
-        )
+    check_params(name, params, defaults, "init")
     merged = {**defaults, **params}
-    if "std" in merged and not merged["std"] > 0:
-        raise ValueError(f"init.std must be > 0, got {merged['std']}")
+    for key, meaning in PARAMETER_MEANINGS.items():
+        if key in merged:
+            number(key, merged[key], what=meaning)
     return name, merged
 
 

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
+from gradflow.checks import number, one_of, whole
+from gradflow.errors import ConfigError
 from gradflow.nn.activations import build_activation, get_activation_info
 from gradflow.nn.init import init_linear, init_params, resolve_matched_init
 
 ActivationSpec = str | Mapping[str, Any]
 BNPosition = Literal["before", "after"]
+BN_POSITIONS = get_args(BNPosition)
 
 
 def layer_name(index: int) -> str:
@@ -31,18 +34,13 @@ def resolve_hidden_sizes(
 ) -> list[int]:
     """`hidden_sizes` wins when given; otherwise `depth` layers of `width` units."""
     if hidden_sizes is not None:
-        sizes = [int(s) for s in hidden_sizes]
-        if not sizes or any(s <= 0 for s in sizes):
-            raise ValueError(
-                "model.hidden_sizes must be a non-empty list of positive ints, "
-                f"got {list(hidden_sizes)}"
-            )
+        sizes = list(hidden_sizes)
+        if not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1
+                                for s in sizes):  # fmt: skip
+            raise ConfigError("hidden_sizes", sizes, "use a non-empty list of whole numbers >= 1")
         return sizes
-    if depth is None or int(depth) < 1:
-        raise ValueError(f"model.depth must be >= 1, got {depth}")
-    if width is None or int(width) <= 0:
-        raise ValueError(f"model.width must be > 0, got {width}")
-    return [int(width)] * int(depth)
+    depth = whole("depth", depth, what="the number of hidden layers")
+    return [whole("width", width, what="units per hidden layer")] * depth
 
 
 class HiddenLayer(nn.Module):
@@ -93,8 +91,16 @@ class ResidualBlock(nn.Module):
 class TrackedModel(nn.Module):
     """Base class: a classifier whose Linear layers are named and ordered for diagnostics."""
 
-    def __init__(self, activation: ActivationSpec, init: str | Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        activation: ActivationSpec,
+        init: str | Mapping[str, Any],
+        in_features: int,
+        num_classes: int,
+    ) -> None:
         super().__init__()
+        whole("in_features", in_features)
+        whole("num_classes", num_classes)
         self.activation_spec = activation
         self.activation_info = get_activation_info(activation)
         self.init_spec = resolve_matched_init(init, self.activation_info)
@@ -134,7 +140,10 @@ class TrackedModel(nn.Module):
 
 
 class MLP(TrackedModel):
-    """Plain (optionally BatchNorm) MLP: `depth` hidden layers of `width`, or `hidden_sizes`."""
+    """Plain (optionally BatchNorm) MLP: `depth` hidden layers of `width`, or `hidden_sizes`.
+
+    `in_features` and `num_classes` come from the data module (the run passes them).
+    """
 
     def __init__(
         self,
@@ -146,7 +155,7 @@ class MLP(TrackedModel):
         in_features: int = 784,
         num_classes: int = 10,
     ) -> None:
-        super().__init__(activation, init)
+        super().__init__(activation, init, in_features, num_classes)
         sizes = resolve_hidden_sizes(depth, width, hidden_sizes)
         fan_ins = [in_features, *sizes[:-1]]
         self.hidden = nn.ModuleList(
@@ -191,11 +200,9 @@ class BNMLP(MLP):
         bn_momentum: float = 0.1,
         bn_eps: float = 1e-5,
     ) -> None:
-        if bn_position not in ("before", "after"):
-            raise ValueError(f"model.bn_position must be 'before' or 'after', got '{bn_position}'")
-        self.bn_position = bn_position
-        self.bn_momentum = bn_momentum
-        self.bn_eps = bn_eps
+        self.bn_position = one_of("bn_position", bn_position, BN_POSITIONS)
+        self.bn_momentum = number("bn_momentum", bn_momentum)
+        self.bn_eps = number("bn_eps", bn_eps)
         super().__init__(activation, init, depth, width, hidden_sizes, in_features, num_classes)
 
     def _hidden_layer(self, n_in: int, n_out: int) -> HiddenLayer:
@@ -225,18 +232,23 @@ class ResMLP(TrackedModel):
         num_classes: int = 10,
         act_after_add: bool = True,
     ) -> None:
-        super().__init__(activation, init)
+        super().__init__(activation, init, in_features, num_classes)
         sizes = resolve_hidden_sizes(depth, width, hidden_sizes)
+        key, value = ("depth", depth) if hidden_sizes is None else ("hidden_sizes", sizes)
         if len(sizes) % 2 == 0:
-            raise ValueError(
-                f"res_mlp needs an odd number of hidden layers (projection + 2 per block), "
-                f"got {len(sizes)}; use depth 1, 3, 5, ..."
+            raise ConfigError(
+                key,
+                value,
+                "res_mlp needs an odd number of hidden layers (the projection + 2 per block), "
+                "e.g. depth 3 or 5",
             )
         width_ = sizes[0]
         if any(s != width_ for s in sizes[2::2]):
-            raise ValueError(
-                f"res_mlp hidden_sizes must return to the width {width_} after every block "
-                f"(pattern [w, inner, w, inner, w, ...]), got {sizes}"
+            raise ConfigError(
+                key,
+                value,
+                f"res_mlp's hidden layers must return to the width {width_} after every block "
+                "([width, inner, width, inner, width, ...])",
             )
         self.projection = HiddenLayer(in_features, width_, activation)
         self.blocks = nn.ModuleList(

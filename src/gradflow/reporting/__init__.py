@@ -1,8 +1,8 @@
 """Read runs back (summary.json, TensorBoard events), compare them, and draw the figures.
 
 Submodules: `runs` (find and load run dirs), `events` (scalars and histograms),
-`tables`, `figures`, `compare` (all of it into one folder), `probe` (signal propagation
-at init) and `activation_plots` (the registry's f and f').
+`tables`, `figures`, `compare` (all of it into one folder), `probe` (the init probe's
+report) and `activation_plots` (the registry's f and f').
 """
 
 from gradflow.reporting.compare import Comparison, compare, default_out_dir

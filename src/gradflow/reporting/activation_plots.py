@@ -2,7 +2,7 @@
 
 Everything is drawn from the registry, so a newly registered activation appears
 without touching this file. The shaded band is where a unit counts as saturated:
-|f'(z)| < 0.1 * max|f'| (the DESIGN's definition, shared with the diagnostics).
+|f'(z)| < 0.1 * max|f'|, the diagnostics' own rule (gradflow.nn.activations).
 """
 
 from __future__ import annotations
@@ -16,10 +16,15 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from gradflow.nn.activations import ACTIVATIONS, build_activation, derivative, max_abs_derivative
+from gradflow.nn.activations import (
+    ACTIVATIONS,
+    SATURATION_SLOPE,
+    build_activation,
+    derivative,
+    saturation_mask,
+)
 from gradflow.reporting.plotting import hide_unused, new_figure, save_figure
 
-SATURATION_FRACTION = 0.1  # |f'| below this fraction of max|f'| counts as saturated
 GRID_FILE = "activations_grid.png"
 OVERLAY_FILE = "derivatives_overlay.png"
 
@@ -49,15 +54,12 @@ def activation_curve(name: str, z_range: tuple[float, float], points: int = 801)
     z = torch.linspace(z_range[0], z_range[1], points, dtype=torch.float64)
     with torch.no_grad():
         value = build_activation(name)(z)
-    slope = derivative(name, z)
-    # max|f'| over the whole real line, not just the plotted range, as the diagnostics use it.
-    threshold = SATURATION_FRACTION * max_abs_derivative(name)
     return ActivationCurve(
         name=name,
         z=z.numpy(),
         value=value.numpy(),
-        slope=slope.numpy(),
-        saturated=(slope.abs() < threshold).numpy(),
+        slope=derivative(name, z).numpy(),
+        saturated=saturation_mask(name, z).numpy(),
     )
 
 
@@ -78,7 +80,7 @@ def activation_grid_figure(curves: Sequence[ActivationCurve], ncols: int = 5) ->
             color="grey",
             alpha=0.2,
             linewidth=0,
-            label=f"|f'| < {SATURATION_FRACTION:g}·max|f'|",
+            label=f"|f'| < {SATURATION_SLOPE:g}·max|f'|",
         )
         ax.axhline(0, color="black", linewidth=0.5)
         ax.set_title(f"{curve.name} ({ACTIVATIONS[curve.name].saturation.replace('_', '-')})")

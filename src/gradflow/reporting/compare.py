@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from gradflow.names import TRAIN_ACC, VAL_ACC
 from gradflow.reporting import figures
 from gradflow.reporting.events import HistogramFilter
 from gradflow.reporting.plotting import save_figure
@@ -106,10 +107,10 @@ def compare(
     labels = run_labels(runs)
     drawn = {
         "val_acc.png": figures.metric_per_epoch_figure(
-            runs, labels, "val/acc", "Validation accuracy"
+            runs, labels, VAL_ACC, "Validation accuracy"
         ),
         "train_acc.png": figures.metric_per_epoch_figure(
-            runs, labels, "train/acc", "Training accuracy"
+            runs, labels, TRAIN_ACC, "Training accuracy"
         ),
         "grad_norm_by_layer.png": figures.grad_norm_by_layer_figure(runs, labels),
         "activation_histograms.png": figures.activation_histograms_figure(runs, labels, layers),

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from tensorboard.backend.event_processing import event_accumulator as ea
 
+from gradflow.names import EPOCH
+
 EVENT_GLOB = "events.out.tfevents.*"
 # 0 keeps every event of a kind; 1 keeps one, for kinds the reports never read.
 SIZE_GUIDANCE = {
@@ -118,7 +120,7 @@ def per_epoch(events: RunEvents, tag: str) -> pd.Series:
         values = events.scalar(f"{tag}_epoch")
     if values.empty:
         return pd.Series(dtype=float, name=tag)
-    epochs = events.scalar("epoch")
+    epochs = events.scalar(EPOCH)
     if epochs.empty:
         index = np.arange(1, len(values) + 1)
         return pd.Series(values.to_numpy(), index=pd.Index(index, name="epoch"), name=tag)

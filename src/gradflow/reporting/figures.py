@@ -16,12 +16,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from gradflow.names import ACTIVATIONS, GRAD_NORM
 from gradflow.reporting.events import histogram_at, histogram_density, layer_number, layer_values
 from gradflow.reporting.events import per_epoch as events_per_epoch
 from gradflow.reporting.plotting import hide_unused, new_figure, note_no_data
 from gradflow.reporting.runs import Run
 
-ACTIVATIONS_PREFIX = "activations/"
+ACTIVATIONS_PREFIX = f"{ACTIVATIONS}/"
 LAST_LAYER = "last"  # in --layers: each run's highest-numbered activation histogram
 MAX_HISTOGRAM_COLUMNS = 6
 
@@ -96,7 +97,7 @@ def metric_per_epoch_figure(
 
 def _grad_norms(run: Run, which: str) -> tuple[int | None, pd.Series]:
     """Per-layer gradient norms at the first/last logged step: events, else summary.json."""
-    step, values = layer_values(run.events, "grad_norm", which)
+    step, values = layer_values(run.events, GRAD_NORM, which)
     if len(values):
         return step, values
     logged = run.get("grad_norms", f"{which}_step", default={})

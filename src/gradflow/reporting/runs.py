@@ -19,12 +19,9 @@ import yaml
 
 from gradflow.config import override_key
 from gradflow.errors import GradflowError
+from gradflow.names import HYDRA_DIR, INCOMPLETE, SUMMARY_FILE, UNKNOWN
 from gradflow.reporting.events import HistogramFilter, RunEvents, find_event_files, read_events
 
-SUMMARY_FILE = "summary.json"
-HYDRA_DIR = ".hydra"
-STATUS_INCOMPLETE = "incomplete"  # no summary.json: still running, or killed hard
-STATUS_UNKNOWN = "unknown"  # summary.json present but unreadable or without a status
 SEED_KEY = "seed"
 MAX_SEARCH_DEPTH = 4  # logs/multiruns/<sweep>/<date>/<job> at most
 GLOB_CHARS = re.compile(r"[*?\[]")
@@ -36,7 +33,7 @@ class Run:
 
     path: Path
     summary: dict[str, Any] = field(default_factory=dict)
-    status: str = STATUS_INCOMPLETE
+    status: str = INCOMPLETE
     error: str | None = None
     overrides: list[str] = field(default_factory=list)
     events: RunEvents = field(default_factory=RunEvents)
@@ -175,7 +172,7 @@ def load_run(run_dir: str | Path, keep_histogram: HistogramFilter | None = None)
     summary_path = run.path / SUMMARY_FILE
     if summary_path.is_file():
         run.summary, run.error = _read_summary(summary_path)
-        run.status = str(run.summary.get("status") or STATUS_UNKNOWN)
+        run.status = str(run.summary.get("status") or UNKNOWN)
         run.error = run.error or run.summary.get("error")
     else:
         run.error = f"no {SUMMARY_FILE}: the run is still going or was killed before the end"

@@ -11,12 +11,19 @@ import numpy as np
 import pandas as pd
 
 from gradflow.config import override_key
+from gradflow.names import (
+    FINISHED,
+    FIRST_LAST_RATIO,
+    GRAD_NORM,
+    TRAIN_ACC,
+    TRAIN_LOSS,
+    VAL_ACC,
+    VAL_ACC_BEST,
+    VAL_LOSS,
+)
 from gradflow.reporting.events import layer_values
 from gradflow.reporting.runs import SEED_KEY, Run, run_labels
 
-# Runs whose numbers are outcomes of training; failed/interrupted/incomplete runs stopped
-# for reasons outside the config, so they would bias a mean over seeds.
-OUTCOME_STATUSES = ("completed", "diverged")
 RUN_COLUMNS = [
     "run",
     "label",
@@ -58,12 +65,12 @@ def _final(run: Run, tag: str) -> float:
 
 
 def _best_val_acc(run: Run) -> float:
-    value = _number(run.get("metrics", "best", "val/acc_best"))
+    value = _number(run.get("metrics", "best", VAL_ACC_BEST))
     if math.isnan(value):
-        best = run.events.scalar("val/acc_best")
+        best = run.events.scalar(VAL_ACC_BEST)
         value = float(best.iloc[-1]) if len(best) else math.nan
     if math.isnan(value):
-        val = run.events.scalar("val/acc")
+        val = run.events.scalar(VAL_ACC)
         value = float(val.max()) if len(val) else math.nan
     return value
 
@@ -73,10 +80,10 @@ def _grad_ratio(run: Run, which: str) -> float:
     value = _number(run.get("grad_norms", f"{which}_step", "first_last_ratio"))
     if not math.isnan(value):
         return value
-    ratio = run.events.scalar("grad_norm/first_last_ratio")
+    ratio = run.events.scalar(FIRST_LAST_RATIO)
     if len(ratio):
         return float(ratio.iloc[0] if which == "first" else ratio.iloc[-1])
-    _, layers = layer_values(run.events, "grad_norm", which)
+    _, layers = layer_values(run.events, GRAD_NORM, which)
     if len(layers) >= 2 and layers.iloc[-1] != 0:
         return float(layers.iloc[0] / layers.iloc[-1])
     return math.nan
@@ -97,11 +104,11 @@ def run_row(run: Run, label: str) -> dict[str, Any]:
         "status": run.status,
         "overrides": " ".join(run.overrides),
         "seed": run.seed,
-        "val_acc_final": _final(run, "val/acc"),
+        "val_acc_final": _final(run, VAL_ACC),
         "val_acc_best": _best_val_acc(run),
-        "train_acc_final": _final(run, "train/acc"),
-        "val_loss_final": _final(run, "val/loss"),
-        "train_loss_final": _final(run, "train/loss"),
+        "train_acc_final": _final(run, TRAIN_ACC),
+        "val_loss_final": _final(run, VAL_LOSS),
+        "train_loss_final": _final(run, TRAIN_LOSS),
         "grad_ratio_first": _grad_ratio(run, "first"),
         "grad_ratio_last": _grad_ratio(run, "last"),
         "verdict": _verdict(run),
@@ -163,7 +170,8 @@ def seeds_table(runs: Sequence[Run], table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (key, members), label in zip(seeded.items(), _varying(list(seeded)), strict=True):
         rows_of = table.iloc[members]
-        used = rows_of[rows_of["status"].isin(OUTCOME_STATUSES)]
+        # Finished runs only: the others stopped for reasons outside the config.
+        used = rows_of[rows_of["status"].isin(FINISHED)]
         row: dict[str, Any] = {
             "config": " ".join(key) or "(no overrides)",
             "label": label or "(no overrides)",

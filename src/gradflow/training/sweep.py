@@ -16,10 +16,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from gradflow.resume import FINISHED, HYDRA_DIR, SUMMARY_FILE
+from gradflow.names import FINISHED, HYDRA_DIR, INCOMPLETE, SUMMARY_FILE
 
-# No summary.json: the job was killed (or is still running elsewhere).
-INCOMPLETE = "incomplete"
 _last_report: dict[str, Any] = {}
 
 

@@ -6,13 +6,15 @@ directory and continues from `checkpoints/last.ckpt`. With `-m`, `resume=<sweep 
 relaunches the sweep saved in `<sweep dir>/multirun.yaml` into the same job directories:
 a job that completed or diverged is skipped (its summary is returned), the others
 continue from their checkpoint or start. `resume_argv` turns the command line into the
-Hydra arguments that do this; `train.run` does the rest with the helpers below.
+Hydra arguments that do this; the run asks `resume_point` where to start.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +23,48 @@ from omegaconf import DictConfig, OmegaConf
 
 from gradflow.config import override_key, write_text_atomic
 from gradflow.errors import ConfigError
+from gradflow.names import (
+    CHECKPOINT_DIR,
+    COMPLETED,
+    FINISHED,
+    HYDRA_DIR,
+    LAST_CHECKPOINT,
+    SUMMARY_FILE,
+    SWEEP_FILE,
+)
 
+log = logging.getLogger(__name__)
 RESUME_KEY = "resume"
-CHECKPOINT_DIR = "checkpoints"
-LAST_CHECKPOINT = "last.ckpt"
-SUMMARY_FILE = "summary.json"
-HYDRA_DIR = ".hydra"
-SWEEP_FILE = "multirun.yaml"
-# A resumed sweep does not run these again: the job ran to its end (a divergence is a result).
-FINISHED = ("completed", "diverged")
 _MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a run starts: a checkpoint to continue from (None: from scratch) and the first
+    step TensorBoard should show anew (None: a new run, nothing to hide)."""
+
+    checkpoint: Path | None = None
+    purge_step: int | None = None
+    # For summary.json: {"checkpoint", "epochs", "steps"} of the checkpoint, or None.
+    resumed_from: dict[str, Any] | None = None
+
+
+def resume_point(cfg: DictConfig, run_dir: Path) -> ResumePoint:
+    """The checkpoint `cfg` continues from: `ckpt_path`, else (with `resume`) the run's last.
+
+    A continued run hides what an earlier attempt logged at or after the checkpoint's step
+    (the partial epoch a kill interrupted), so re-run steps are not drawn twice; a resumed
+    run without a checkpoint starts over and hides all of it.
+    """
+    resuming = cfg.get(RESUME_KEY) is not None
+    checkpoint = cfg.get("ckpt_path") or (last_checkpoint(run_dir) if resuming else None)
+    if checkpoint is None:
+        if resuming:
+            log.warning("%s has no checkpoint to continue from: starting over.", run_dir)
+        return ResumePoint(purge_step=0 if resuming else None)
+    epochs, steps = checkpoint_progress(Path(checkpoint))
+    origin = {"checkpoint": str(checkpoint), "epochs": epochs, "steps": steps}
+    return ResumePoint(Path(checkpoint), steps, origin)
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
@@ -57,7 +91,7 @@ def finished_summary(run_dir: Path, max_epochs: int | None) -> dict[str, Any] | 
     status = summary.get("status")
     if status not in FINISHED:
         return None
-    if status == "completed" and max_epochs not in (None, -1):
+    if status == COMPLETED and max_epochs not in (None, -1):
         return summary if summary.get("epochs", 0) >= max_epochs else None
     return summary
 
@@ -114,7 +148,7 @@ def resume_argv(argv: Sequence[str]) -> list[str]:
         return [argv[0], *rest]
     target = Path(raw).expanduser().resolve()
     if not target.is_dir():
-        raise ConfigError(f"resume={raw} is not allowed: there is no such directory.")
+        raise ConfigError(RESUME_KEY, raw, "there is no such directory")
     if any(flag in rest for flag in _MULTIRUN_FLAGS):
         return [argv[0], *_sweep_args(raw, target, rest)]
     return [argv[0], *_run_args(raw, target, rest)]
@@ -123,13 +157,17 @@ def resume_argv(argv: Sequence[str]) -> list[str]:
 def _run_args(raw: str, run_dir: Path, rest: list[str]) -> list[str]:
     if (run_dir / SWEEP_FILE).is_file():
         raise ConfigError(
-            f"resume={raw} is a sweep directory: add -m to relaunch the sweep, or give one of "
-            "its job directories to continue that job."
+            RESUME_KEY,
+            raw,
+            "it is a sweep directory, so add -m to relaunch the sweep, or give one of its job "
+            "directories to continue that job",
         )
     if not (run_dir / HYDRA_DIR / "config.yaml").is_file():
         raise ConfigError(
-            f"resume={raw} is not allowed: it is not a run directory (it has no "
-            f"{HYDRA_DIR}/config.yaml); give the directory of a run, logs/runs/<date>/<run>."
+            RESUME_KEY,
+            raw,
+            f"it is not a run directory (it has no {HYDRA_DIR}/config.yaml); give the "
+            "directory of a run, logs/runs/<date>/<run>",
         )
     # Flags first: argparse stops collecting overrides at the first flag after them.
     return [
@@ -148,8 +186,10 @@ def _sweep_args(raw: str, sweep_dir: Path, rest: list[str]) -> list[str]:
     saved_file = sweep_dir / SWEEP_FILE
     if not saved_file.is_file():
         raise ConfigError(
-            f"resume={raw} with -m is not allowed: it is not a sweep directory (it has no "
-            f"{SWEEP_FILE}); give the directory the sweep wrote, e.g. logs/multiruns/<date>/<time>."
+            RESUME_KEY,
+            raw,
+            f"with -m it must be a sweep directory, and this one has no {SWEEP_FILE}; give the "
+            "directory the sweep wrote, e.g. logs/multiruns/<date>/<time>",
         )
     saved = OmegaConf.load(saved_file).hydra.overrides
     task = [o for o in saved.task if override_key(o) != RESUME_KEY]
@@ -157,9 +197,12 @@ def _sweep_args(raw: str, sweep_dir: Path, rest: list[str]) -> list[str]:
     new_task = [a for a in rest if not a.startswith("-") and not _is_hydra(a)]
     changed = [o for o in new_task if o not in task]
     if changed:
+        key, _, value = changed[0].partition("=")
         raise ConfigError(
-            f"A sweep is relaunched with the arguments it was started with ({' '.join(task)}), "
-            f"so {' '.join(changed)} is not allowed with resume={raw}; start a new sweep instead."
+            key,
+            value,
+            f"resume={raw} relaunches the sweep with the arguments it was started with "
+            f"({' '.join(task)}); start a new sweep instead",
         )
     ignore = {"hydra.sweep.dir", "hydra.run.dir", "hydra.mode"}
     hydra_saved = [o for o in saved.hydra if override_key(o) not in ignore]

@@ -1,0 +1,174 @@
+"""Data that fits in memory: load once, keep it where the model is, slice batches there.
+
+`TensorDataModule` is what the MNIST and XOR data modules share: a subclass says how to
+`load` its train and validation tensors (on the CPU); the data module moves them, once,
+to the device of the model being trained and hands Lightning `PreloadedLoader`s over
+them. No workers, no per-sample Python, no host-to-device copy per step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+from gradflow.checks import whole
+
+Split = tuple[Tensor, Tensor]  # inputs, integer labels
+
+
+def epoch_seed(shuffle_seed: int, epoch: int) -> int:
+    """A well-mixed seed for one epoch's order, the same whenever (shuffle_seed, epoch) is."""
+    return int(np.random.SeedSequence([shuffle_seed, epoch]).generate_state(1, np.uint64)[0])
+
+
+class PreloadedLoader:
+    """Batches sliced out of tensors already on their device.
+
+    One permutation is drawn on the CPU per epoch (seeded by `seed` and the epoch, so a
+    resumed run sees the same order) and moved to the device once. `epoch_fn` gives the
+    epoch (the trainer's); when it is None or returns None, the loader counts its passes.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        drop_last: bool = False,
+        seed: int = 0,
+        epoch_fn: Callable[[], int | None] | None = None,
+    ) -> None:
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.epoch_fn = epoch_fn
+        self.passes = 0
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[Split]:
+        # A generator: the body (and the pass count) only runs once iteration starts, so
+        # Lightning's `iter(loader)` check does not consume an epoch.
+        epoch = self.epoch_fn() if self.epoch_fn is not None else None
+        epoch = self.passes if epoch is None else epoch
+        self.passes += 1
+        stop = len(self) * self.batch_size if self.drop_last else len(self.y)
+        if not self.shuffle:
+            for start in range(0, stop, self.batch_size):
+                end = start + self.batch_size
+                yield self.x[start:end], self.y[start:end]
+            return
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        order = torch.randperm(len(self.y), generator=generator).to(self.y.device)
+        for start in range(0, stop, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+class TensorDataModule(L.LightningDataModule):
+    """Train and validation tensors loaded once by `load()`, batched by `PreloadedLoader`.
+
+    With `preload` (the default) the tensors move to the device of the model being trained
+    (`trainer.lightning_module.device`, where Lightning has put the model by the time it
+    asks for a loader) and stay there; without it, a torch DataLoader serves them from the
+    CPU and Lightning copies each batch. Subclasses set `num_classes` and `input_shape`
+    (the model's input and output sizes come from them) and implement `load`.
+    """
+
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+    def __init__(
+        self,
+        batch_size: int,
+        val_batch_size: int,
+        shuffle_seed: int,
+        drop_last: bool = False,
+        preload: bool = True,
+    ) -> None:
+        super().__init__()
+        self.batch_size = whole("batch_size", batch_size)
+        self.val_batch_size = whole("val_batch_size", val_batch_size)
+        self.shuffle_seed = whole("shuffle_seed", shuffle_seed, minimum=0)
+        self.drop_last, self.preload = drop_last, preload
+        self.train_data: Split | None = None
+        self.val_data: Split | None = None
+
+    @property
+    def in_features(self) -> int:
+        """Inputs per sample, flattened: what the model's first layer takes."""
+        return math.prod(self.input_shape)
+
+    def load(self) -> tuple[Split, Split]:
+        """(train, validation) tensors on the CPU; called once, by the first `setup`."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_data is None:
+            self.train_data, self.val_data = self.load()
+
+    def _placed(self, which: str) -> Split:
+        """The split on the model's device (moved there once; `.to` is free afterwards)."""
+        self.setup()
+        device = torch.device("cpu")
+        if self.preload and self.trainer is not None and self.trainer.lightning_module is not None:
+            device = self.trainer.lightning_module.device
+        x, y = getattr(self, which)
+        placed = x.to(device), y.to(device)
+        setattr(self, which, placed)
+        return placed
+
+    def _epoch(self) -> int | None:
+        return self.trainer.current_epoch if self.trainer is not None else None
+
+    def train_dataloader(self) -> PreloadedLoader | DataLoader:
+        x, y = self._placed("train_data")
+        if not self.preload:
+            # Seeded once per loader: epoch e's order depends on the epochs before it, so
+            # only preload=True gives a resumed run the same order.
+            generator = torch.Generator().manual_seed(self.shuffle_seed)
+            return DataLoader(
+                TensorDataset(x, y),
+                self.batch_size,
+                shuffle=True,
+                drop_last=self.drop_last,
+                generator=generator,
+            )
+        return PreloadedLoader(
+            x,
+            y,
+            self.batch_size,
+            shuffle=True,
+            drop_last=self.drop_last,
+            seed=self.shuffle_seed,
+            epoch_fn=self._epoch,
+        )
+
+    def val_dataloader(self) -> PreloadedLoader | DataLoader:
+        x, y = self._placed("val_data")
+        if not self.preload:
+            return DataLoader(TensorDataset(x, y), self.val_batch_size, shuffle=False)
+        return PreloadedLoader(x, y, self.val_batch_size, shuffle=False)
+
+    def probe_batch(self, n: int = 256) -> Split:
+        """The first n validation samples (fewer if validation is smaller), the same every call."""
+        x, y = self._placed("val_data")
+        return x[:n], y[:n]
+
+    @property
+    def source_info(self) -> dict[str, Any] | None:
+        """Where the data came from and how much was used, for summary.json (None: not loaded)."""
+        raise NotImplementedError

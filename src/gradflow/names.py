@@ -1,0 +1,45 @@
+"""Names other code and people rely on, defined once (docs/architecture.md lists them all).
+
+Imports nothing heavy: the reporting side and the command line read these too.
+"""
+
+from __future__ import annotations
+
+# A run directory (logs/runs/<date>/<run>, or a sweep's job directory).
+SUMMARY_FILE = "summary.json"
+HYDRA_DIR = ".hydra"  # Hydra's config.yaml and overrides.yaml of the run
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+# A sweep directory (logs/multiruns/<date>/<time>) holds this beside its job directories.
+SWEEP_FILE = "multirun.yaml"
+
+# A run's status in summary.json.
+COMPLETED = "completed"
+DIVERGED = "diverged"  # a NaN/Inf loss or gradient stopped it: a result, not a fault
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+# Read back by the reporting side, never written: no summary.json (killed, or still running),
+# or one without a readable status.
+INCOMPLETE = "incomplete"
+UNKNOWN = "unknown"
+# Runs that need no more training: a resumed sweep skips them, and their numbers are
+# outcomes of the config (the others stopped for reasons outside it).
+FINISHED = (COMPLETED, DIVERGED)
+
+# TensorBoard tags the reporting side reads back (the full list: docs/architecture.md).
+TRAIN_LOSS, TRAIN_ACC = "train/loss", "train/acc"
+VAL_LOSS, VAL_ACC, VAL_ACC_BEST = "val/loss", "val/acc", "val/acc_best"
+EPOCH = "epoch"
+GRAD_NORM = "grad_norm"  # grad_norm/layer_k, grad_norm/total, grad_norm/first_last_ratio
+FIRST_LAST_RATIO = f"{GRAD_NORM}/first_last_ratio"
+ACTIVATIONS = "activations"  # histograms activations/layer_k
+
+# The init probe (scripts/probe.py): each job's rows, one per tracked layer, in this file.
+PROBE_JOB_FILE = "probe.csv"
+PROBE_CONFIG_COLUMNS = ["depth", "init", "activation", "model"]
+PROBE_STATISTICS = ["act_mean", "act_std", "act_saturated", "act_dead", "grad_signal", "grad_norm"]
+PROBE_COLUMNS = [*PROBE_CONFIG_COLUMNS, "layer", "layer_index", *PROBE_STATISTICS]
+
+# `tensorboard --logdir ... <flags>`: keep every histogram and image (no sampling away the
+# step-0 probe).
+TENSORBOARD_FLAGS = "--samples_per_plugin histograms=0,images=0"

@@ -1,0 +1,1 @@
+"""The training run: the recipe (`run`), its LightningModule, summary, resume and sweeps."""

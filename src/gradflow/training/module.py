@@ -1,0 +1,110 @@
+"""ClassifierModule: cross-entropy on a TrackedModel's logits, accuracy, and the optimizer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from gradflow.names import EPOCH, TRAIN_ACC, TRAIN_LOSS, VAL_ACC, VAL_ACC_BEST, VAL_LOSS
+from gradflow.nn.models import TrackedModel
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+# Logged with the validation metrics to set their x-axis (Lightning pops `step`); not results.
+AXIS_METRICS = ("step", EPOCH)
+# Where a checkpoint keeps val/acc_best (the best validation accuracy so far).
+ACC_BEST_KEY = "val_acc_best"
+
+
+class ClassifierModule(L.LightningModule):
+    """Trains `model` with the optimizer that `optimizer(params)` builds (a Hydra partial).
+
+    `train/acc` and `train/loss` are running means over the epoch's batches, as Keras
+    reports them (the weights change during the epoch); `val/*` is a fresh evaluation.
+    The training sums stay on the device and are logged once, at the epoch's end: a
+    torchmetrics update plus a `self.log` per step would cost more than a step of these
+    small nets, and a host sync each. Train and validation metrics share one x-axis: the
+    epoch's last optimizer step, where Lightning logs the train epoch metrics, so a
+    resumed run's TensorBoard `purge_step` (its first new step) keeps them.
+    """
+
+    def __init__(self, model: TrackedModel, optimizer: OptimizerFactory, num_classes: int = 10):
+        super().__init__()
+        # The model is a module (saved in the state dict); the logger gets the full
+        # resolved config from the run instead of these.
+        self.save_hyperparameters(ignore=["model"], logger=False)
+        self.model = model
+        self.criterion = nn.CrossEntropyLoss()
+        # The epoch's sum of per-sample losses and of correct predictions, and its sample count.
+        self.register_buffer("train_loss_sum", torch.zeros(()), persistent=False)
+        self.register_buffer("train_hits", torch.zeros((), dtype=torch.long), persistent=False)
+        self.train_count = 0
+        # nan_strategy="disable": no NaN check, which would sync with the host every batch.
+        self.val_loss = MeanMetric(nan_strategy="disable")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.val_acc_best = MaxMetric()
+        self._restored_acc_best: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def on_train_start(self) -> None:
+        # Forget what a sanity check saw; a resumed run starts from its checkpoint's best.
+        self.val_acc_best.reset()
+        if self._restored_acc_best is not None:
+            self.val_acc_best.update(self._restored_acc_best.to(self.device))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # MaxMetric's state is not in the state dict: keep the best so far for a resume.
+        checkpoint[ACC_BEST_KEY] = self.val_acc_best.max_value.detach().cpu()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        best = checkpoint.get(ACC_BEST_KEY)
+        self._restored_acc_best = best if best is not None and torch.isfinite(best) else None
+
+    def _shared_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, y = batch
+        logits = self(x)
+        return self.criterion(logits, y), logits.argmax(dim=1), y
+
+    def on_train_epoch_start(self) -> None:
+        self.train_loss_sum.zero_()
+        self.train_hits.zero_()
+        self.train_count = 0
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        loss, preds, y = self._shared_step(batch)
+        # In place on the device: no host sync, nothing logged until the epoch ends.
+        self.train_loss_sum.add_(loss.detach(), alpha=y.numel())
+        self.train_hits.add_((preds == y).sum())
+        self.train_count += y.numel()
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self.train_count:
+            self.log(TRAIN_LOSS, self.train_loss_sum / self.train_count)
+            self.log(TRAIN_ACC, self.train_hits / self.train_count)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        loss, preds, y = self._shared_step(batch)
+        self.val_loss.update(loss, weight=y.numel())
+        self.val_acc.update(preds, y)
+        self.log(VAL_LOSS, self.val_loss, on_step=False, on_epoch=True)
+        self.log(VAL_ACC, self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best.update(self.val_acc.compute())
+        self.log(VAL_ACC_BEST, self.val_acc_best.compute(), prog_bar=True)
+        # Lightning would log validation at the step after the epoch's last; put it on the
+        # train metrics' step instead (a logged `step` sets the loggers' x-axis).
+        self.log("step", float(max(self.global_step - 1, 0)))
+        self.log(EPOCH, float(self.current_epoch))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.hparams.optimizer(self.parameters())

@@ -1,0 +1,216 @@
+"""The composed run: build what the Hydra config describes, fit it, write summary.json."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from gradflow.checks import whole
+from gradflow.config import override_key
+from gradflow.data import TensorDataModule
+from gradflow.errors import ConfigError, gradflow_cause
+from gradflow.names import COMPLETED, INTERRUPTED
+from gradflow.nn.activations import activation_params
+from gradflow.nn.init import init_params
+from gradflow.nn.models import TrackedModel
+from gradflow.training import preflight
+from gradflow.training.module import ClassifierModule
+from gradflow.training.resume import RESUME_KEY, finished_summary, record_resume, resume_point
+from gradflow.training.summary import RunSummary
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Build and fit everything `cfg` describes; return (and write) the run's summary."""
+    run_dir = output_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resuming = cfg.get(RESUME_KEY) is not None
+    if resuming and (done := finished_summary(run_dir, cfg.trainer.get("max_epochs"))):
+        log.info("%s already %s: nothing to resume.", run_dir, done["status"])
+        record_resume(run_dir, cfg, job_overrides())  # Hydra rewrote .hydra/ for this call
+        return done
+    summary = RunSummary(
+        cfg, run_dir, [o for o in job_overrides() if override_key(o) != RESUME_KEY]
+    )
+    trainer, datamodule, callbacks, loggers = None, None, [], []
+    try:
+        preflight.check(cfg)
+        start = resume_point(cfg, run_dir)
+        if resuming:
+            summary.data["overrides"] = record_resume(run_dir, cfg, job_overrides())
+        if start.resumed_from:
+            summary.data["resumed_from"] = start.resumed_from
+        seed_and_threads(cfg)
+        datamodule, module, callbacks = build_parts(cfg)
+        loggers = build_loggers(cfg, start.purge_step)
+        trainer = build_trainer(cfg, [*callbacks, summary.epochs], loggers)
+        summary.set_up()
+        # weights_only=False: the checkpoint holds the optimizer partial; it is our own file.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=start.checkpoint, weights_only=False)
+        summary.ended(COMPLETED)
+    except (KeyboardInterrupt, SystemExit) as err:
+        # Lightning turns Ctrl-C into a graceful shutdown and then exit(1).
+        if isinstance(err, SystemExit) and not (trainer is not None and trainer.interrupted):
+            raise
+        summary.ended(INTERRUPTED, "interrupted by the user (Ctrl-C)")
+        _restore_ctrl_c()
+    except Exception as err:  # noqa: BLE001 - recorded; the caller decides the exit code
+        if summary.failed(err):
+            log.exception("run failed")
+    data = datamodule.source_info if datamodule is not None else None
+    return summary.write(trainer, callbacks, data, loggers)
+
+
+# --------------------------------------------------------------------------- building
+
+
+def seed_and_threads(cfg: DictConfig) -> None:
+    """torch's CPU threads (`torch_threads`, null: torch's default) and every RNG (`seed`)."""
+    if cfg.get("torch_threads") is not None:
+        torch.set_num_threads(whole("torch_threads", cfg.torch_threads, null="for torch's default"))
+    L.seed_everything(whole("seed", cfg.seed, minimum=0), workers=True, verbose=False)
+
+
+@contextmanager
+def config_node(key: str) -> Iterator[None]:
+    """Name a ConfigError raised while building the node at `key` by its full key.
+
+    Constructors name the keys of their own parameters (`depth`); the config knows where
+    the node sits (`model`), so the user reads `model.depth=0 is not allowed: ...`. Other
+    gradflow errors are unwrapped from Hydra's InstantiationException.
+    """
+    try:
+        yield
+    except Exception as err:
+        cause = gradflow_cause(err)
+        if isinstance(cause, ConfigError):
+            raise cause.under(key) from None
+        if cause is not None and cause is not err:
+            raise cause from None
+        raise
+
+
+def build(key: str, node: DictConfig, **kwargs: Any) -> Any:
+    """`instantiate(node, **kwargs)`, its errors named by the node's key."""
+    with config_node(key):
+        return instantiate(node, **kwargs)
+
+
+def build_parts(cfg: DictConfig) -> tuple[TensorDataModule, ClassifierModule, list[L.Callback]]:
+    """The data (loaded), the LightningModule and the callbacks (checkpointing included)."""
+    datamodule, model = build_network(cfg)
+    module = ClassifierModule(model, build("optimizer", cfg.optimizer), datamodule.num_classes)
+    return datamodule, module, [*build_group(cfg, "callbacks"), *build_group(cfg, "checkpoint")]
+
+
+def build_network(cfg: DictConfig) -> tuple[TensorDataModule, TrackedModel]:
+    """The data module (loaded) and the network sized to its samples and classes."""
+    with config_node("data"):
+        datamodule = instantiate(cfg.data)
+    model = build_model(cfg, datamodule)
+    with config_node("data"):
+        datamodule.setup("fit")
+    return datamodule, model
+
+
+def build_model(cfg: DictConfig, datamodule: TensorDataModule) -> TrackedModel:
+    """The model group's network, with the activation and init groups' choices, sized to the
+    data module's samples and classes."""
+    activation, init = (OmegaConf.to_container(cfg[key]) for key in ("activation", "init"))
+    with config_node("activation"):
+        activation_params(activation)
+    with config_node("init"):
+        init_params(init)
+    return build(
+        "model",
+        cfg.model,
+        activation=activation,
+        init=init,
+        in_features=datamodule.in_features,
+        num_classes=datamodule.num_classes,
+    )
+
+
+def build_group(cfg: DictConfig, group: str) -> list[Any]:
+    """Every entry of a group (callbacks, checkpoint) that has a `_target_`, in order."""
+    nodes = cfg.get(group) or {}
+    return [build(f"{group}.{name}", node) for name, node in nodes.items() if "_target_" in node]
+
+
+def build_loggers(cfg: DictConfig, purge_step: int | None) -> list[Logger]:
+    """The logger group; TensorBoard loggers get `purge_step` when the run is continued.
+
+    TensorBoard then hides what an earlier attempt logged at steps >= purge_step (the
+    partial epoch a kill interrupted), so re-run steps are not drawn twice.
+    """
+    loggers = []
+    for name, node in (cfg.get("logger") or {}).items():
+        if "_target_" not in node:
+            continue
+        purges = purge_step is not None and issubclass(get_class(node._target_), TensorBoardLogger)
+        kwargs = {"purge_step": purge_step} if purges else {}
+        loggers.append(build(f"logger.{name}", node, **kwargs))
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Logger]) -> L.Trainer:
+    """The Trainer, with the progress bar only when someone can watch it."""
+    show_bar = bool(cfg.trainer.get("enable_progress_bar", True)) and watched()
+    bar = [instantiate(cfg.progress_bar)] if show_bar and cfg.get("progress_bar") else []
+    checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+    return build(
+        "trainer",
+        cfg.trainer,
+        callbacks=[*callbacks, *bar],
+        logger=loggers or False,
+        enable_progress_bar=show_bar,
+        # The checkpoint group decides; Lightning refuses a ModelCheckpoint otherwise.
+        **({"enable_checkpointing": True} if checkpoints else {}),
+    )
+
+
+def watched() -> bool:
+    """Whether someone can watch a progress bar: stderr is a terminal and the job runs in
+    this process (a parallel launcher's workers share the terminal; SLURM writes to files)."""
+    if not sys.stderr.isatty():
+        return False
+    if HydraConfig.initialized():
+        launcher = str(HydraConfig.get().launcher.get("_target_", ""))
+        return HydraConfig.get().mode.name != "MULTIRUN" or launcher.endswith("BasicLauncher")
+    return True
+
+
+# ------------------------------------------------------------------------------ context
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """The run's directory: Hydra's output dir, or paths.output_dir when composed by hand."""
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.paths.output_dir)
+
+
+def job_overrides() -> list[str]:
+    """The command-line overrides of this job (none when composed by hand)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _restore_ctrl_c() -> None:
+    """Lightning ignores SIGINT after its graceful shutdown; let the next Ctrl-C work again."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)

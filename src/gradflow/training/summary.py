@@ -1,0 +1,220 @@
+"""What a run leaves behind for people and for the reporting side: summary.json and HParams.
+
+`RunSummary` gathers the record while the run goes on (what was asked, how it ended) and
+writes it once at the end; `EpochRecord` is the Lightning callback that times the epochs
+and keeps the latest metrics in the checkpoint, so a resumed run reports every epoch once.
+The keys of summary.json are listed in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+import gradflow
+from gradflow.config import project_root, write_text_atomic
+from gradflow.errors import DivergedError, gradflow_cause
+from gradflow.names import (
+    COMPLETED,
+    DIVERGED,
+    FAILED,
+    INTERRUPTED,
+    SUMMARY_FILE,
+    TENSORBOARD_FLAGS,
+    TRAIN_ACC,
+    VAL_ACC,
+    VAL_ACC_BEST,
+    VAL_LOSS,
+)
+from gradflow.training.module import AXIS_METRICS
+from gradflow.training.resume import last_checkpoint
+
+
+class EpochRecord(L.Callback):
+    """Wall time of each epoch (training and its validation) and the latest metrics.
+
+    Both are saved in the checkpoint (Lightning asks callbacks for their state after the
+    epoch-end hooks), so a resumed run reports every epoch's time once, and its metrics
+    even when the checkpoint left nothing to train.
+    """
+
+    def __init__(self) -> None:
+        self.epoch_s: list[float] = []
+        self.metrics: dict[str, float | None] = {}
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch_s.append(round(time.perf_counter() - self._start, 4))
+        self.metrics = run_metrics(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch_s": list(self.epoch_s), "metrics": dict(self.metrics)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epoch_s = list(state_dict.get("epoch_s", []))
+        self.metrics = dict(state_dict.get("metrics", {}))
+
+
+def run_metrics(trainer: L.Trainer) -> dict[str, float | None]:
+    """The trainer's latest metrics as numbers, without the x-axis keys (`step`, `epoch`)."""
+    return {
+        key: None if value is None else float(value)
+        for key, value in trainer.callback_metrics.items()
+        if key not in AXIS_METRICS
+    }
+
+
+def git_commit(root: Path) -> str | None:
+    """The checkout's commit, with '-dirty' when it has uncommitted changes; None outside git."""
+    try:
+        commit, dirty = (
+            subprocess.run(
+                args, cwd=root, capture_output=True, text=True, check=True
+            ).stdout.strip()
+            for args in (
+                ["git", "rev-parse", "HEAD"],
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+            )
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    return str(value)
+
+
+class RunSummary:
+    """summary.json under construction: set up from the config, finished by `write`."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, overrides: list[str]) -> None:
+        self.started = time.perf_counter()
+        self.run_dir = run_dir
+        self.epochs = EpochRecord()
+        self.data: dict[str, Any] = {
+            "status": FAILED,
+            "error": None,
+            "run_dir": str(run_dir),
+            "overrides": overrides,
+            "task_name": cfg.get("task_name"),
+            "tags": list(cfg.get("tags") or []),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "version": gradflow.__version__,
+            "git_commit": git_commit(project_root()),
+            "timing": {},
+        }
+
+    def set_up(self) -> None:
+        """Everything is built: the time so far is set-up time."""
+        self.data["timing"]["setup_s"] = round(time.perf_counter() - self.started, 3)
+
+    def ended(self, status: str, error: str | None = None) -> None:
+        self.data.update(status=status, error=error)
+
+    def failed(self, err: BaseException) -> bool:
+        """Record why the run stopped; whether it is an unknown fault (worth a traceback)."""
+        cause = gradflow_cause(err)
+        if isinstance(cause, DivergedError):
+            self.ended(DIVERGED, str(cause))
+        elif cause is not None:  # a known fault: its one sentence is the whole story
+            self.ended(FAILED, str(cause))
+        else:
+            self.ended(FAILED, f"{type(err).__name__}: {err}")
+        return cause is None
+
+    def write(
+        self,
+        trainer: L.Trainer | None,
+        callbacks: Iterable[L.Callback],
+        data_info: dict[str, Any] | None,
+        loggers: list[Logger],
+    ) -> dict[str, Any]:
+        """Fill in the outcome, write summary.json and the HParams; return the summary."""
+        # The checkpoint's metrics where this call logged none (nothing left to train).
+        metrics = {**self.epochs.metrics, **(run_metrics(trainer) if trainer else {})}
+        self.data["metrics"] = {
+            "final": {k: v for k, v in metrics.items() if k != VAL_ACC_BEST},
+            "best": {VAL_ACC_BEST: metrics.get(VAL_ACC_BEST)},
+        }
+        for callback in callbacks:
+            if hasattr(callback, "summary_fields"):
+                self.data.update(callback.summary_fields())
+        self.data["epochs"] = trainer.current_epoch if trainer else 0
+        self.data["steps"] = trainer.global_step if trainer else 0
+        total_s = round(time.perf_counter() - self.started, 3)
+        self.data["timing"].update(epoch_s=self.epochs.epoch_s, total_s=total_s)
+        self.data["data"] = data_info
+        checkpoint = last_checkpoint(self.run_dir)
+        self.data["checkpoint"] = str(checkpoint) if checkpoint else None
+        text = json.dumps(self.data, indent=2, default=_json_default) + "\n"
+        write_text_atomic(self.run_dir / SUMMARY_FILE, text)
+        log_hparams(loggers, self.data["config"], metrics)
+        return self.data
+
+
+def log_hparams(loggers: list[Logger], config: dict[str, Any], metrics: Mapping[str, Any]) -> None:
+    """The config (paths left out) and the final metrics (`hp/...`) in TensorBoard's HParams."""
+    hp_metrics = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items() if v is not None}
+    params = {k: v for k, v in config.items() if k != "paths"}
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, hp_metrics)
+            logger.finalize("success")
+
+
+def objective(summary: Mapping[str, Any]) -> float:
+    """The number a sweeper maximises: best val accuracy (NaN for a run that did not finish)."""
+    best = summary.get("metrics", {}).get("best", {}).get(VAL_ACC_BEST)
+    return float(best) if summary.get("status") == COMPLETED and best is not None else math.nan
+
+
+def format_summary(summary: Mapping[str, Any], log_root: Path) -> str:
+    """The few lines a run ends with: status, accuracy, loss, verdict, where the logs are."""
+    final = summary.get("metrics", {}).get("final", {})
+    best = summary.get("metrics", {}).get("best", {}).get(VAL_ACC_BEST)
+
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    lines = [
+        f"status: {summary['status']}" + (f" - {summary['error']}" if summary.get("error") else ""),
+        f"val/acc {fmt(final.get(VAL_ACC))} (best {fmt(best)}), "
+        f"val/loss {fmt(final.get(VAL_LOSS))}, "
+        f"train/acc {fmt(final.get(TRAIN_ACC))}, {summary.get('epochs', 0)} epochs "
+        f"in {summary.get('timing', {}).get('total_s', 0):.1f} s",
+    ]
+    verdict = summary.get("verdict")
+    if verdict:
+        lines.append(f"verdict: {', '.join(verdict.get('labels', []))}")
+    data = summary.get("data") or {}
+    if data:
+        lines.append(
+            f"data: {data.get('description', data.get('source'))} "
+            f"({data.get('train_size')} train / {data.get('val_size')} val)"
+        )
+    lines += [
+        f"logs: {summary['run_dir']}",
+        f"view: tensorboard --logdir {log_root} {TENSORBOARD_FLAGS}",
+    ]
+    if summary["status"] in (INTERRUPTED, FAILED) and summary.get("checkpoint"):
+        lines.append(
+            f"continue: python scripts/train.py {shlex.quote('resume=' + summary['run_dir'])}"
+        )
+    return "\n".join(lines)

