@@ -32,11 +32,12 @@ from gradflow.training.sweep import format_report, job_statuses
 from tests.helpers import REPO_ROOT, TINY
 
 SCRIPT = REPO_ROOT / "scripts" / "train.py"
-# Long enough epochs (125 steps) to be killed in the middle of one; Adam so the net learns.
+# Long enough epochs (250 steps, about half a second here) to be killed in the middle of
+# one; Adam so the net learns.
 KILLABLE = [
     "data.train_size=2000",
     "data.val_size=200",
-    "data.batch_size=16",
+    "data.batch_size=8",
     "data.download=false",
     "trainer.enable_progress_bar=false",
     "model.width=32",
@@ -253,7 +254,7 @@ def test_killed_run_resumes_to_the_same_result(compose_cfg, tmp_path):
     run_dir = tmp_path / "logs" / "killed"
     proc = _start(*KILLABLE, *epochs, f"hydra.run.dir={run_dir}", log_dir=tmp_path / "logs")
     _wait_for(run_dir, "checkpoints/last.ckpt", proc)
-    time.sleep(0.5)  # into the second epoch (about 2 s long here)
+    time.sleep(0.15)  # into the second epoch
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
@@ -291,7 +292,7 @@ def test_ctrl_c_ends_the_run_cleanly_with_a_checkpoint(tmp_path):
     args = [*KILLABLE, "trainer.max_epochs=3", "callbacks=none", f"hydra.run.dir={run_dir}"]
     proc = _start(*args, log_dir=tmp_path / "logs")
     _wait_for(run_dir, "checkpoints/last.ckpt", proc)
-    time.sleep(0.3)
+    time.sleep(0.15)  # into the second epoch
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
