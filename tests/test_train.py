@@ -10,8 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gradflow.config import dir_suffix, unique_dir
+from gradflow.config import dir_suffix, sweep_subdir, unique_dir
 from gradflow.training.run import run
 from tests.helpers import REPO_ROOT, TINY
 
@@ -40,6 +43,48 @@ def test_in_process_run_writes_events_and_summary(compose_cfg, tmp_path):
     assert _events(run_dir), "no TensorBoard event file in the run directory"
 
 
+def test_end_of_epoch_values_and_step_0_share_one_grid(compose_cfg, tmp_path):
+    # 256 images in batches of 32: 8 steps an epoch, so epochs end at steps 7 and 15.
+    summary = run(compose_cfg("activation=tanh", "trainer.max_epochs=2"))
+    assert summary["status"] == "completed" and summary["steps"] == 16
+    sizes = {"scalars": 0, "images": 0, "histograms": 0}
+    events = EventAccumulator(str(tmp_path / "run"), size_guidance=sizes)
+    events.Reload()
+    grid = [7, 15]
+    for tag in ("train/loss", "val/acc", "val/acc_best", "epoch"):
+        assert [e.step for e in events.Scalars(tag)] == grid, tag
+    assert [e.step for e in events.Scalars("act_std/layer_01")] == [0, *grid]
+    assert [e.step for e in events.Histograms("gradients/layer_01")] == [0, *grid]
+    assert [e.step for e in events.Images("figures/activation_histograms")] == [0, 15]
+    assert [e.step for e in events.Scalars("grad_norm/total")] == [0, 10]  # every 10 steps
+
+
+def test_hparams_are_what_a_researcher_set_and_the_results(compose_cfg, tmp_path):
+    summary = run(compose_cfg("activation=leaky_relu", "init=kaiming_normal", "model.depth=3"))
+    row = summary["hparams"]
+    assert row == {
+        "model": "MLP",  # composed by hand; through Hydra the option's name, `mlp`
+        "depth": 3,
+        "width": 32,
+        "activation": "leaky_relu:negative_slope=0.01",
+        "init": "kaiming_normal",
+        "optimizer": "SGD",
+        "lr": 0.01,
+        "batch_size": 32,
+        "data": "MNISTDataModule",
+        "train_size": 256,
+        "seed": 42,
+        "verdict": "+".join(summary["verdict"]["labels"]),
+        "grad_ratio_step0": summary["grad_norms"]["first_step"]["first_last_ratio"],
+    }
+    assert yaml.safe_load((tmp_path / "run" / "hparams.yaml").read_text()) == row
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    hparams = {"_hparams_/experiment", "_hparams_/session_start_info"}
+    assert hparams <= set(events.PluginTagToContent("hparams"))  # a run of its own defines it
+    assert not [t for t in events.Tags()["scalars"] if t.startswith("hp/")]
+
+
 def test_same_seed_gives_identical_metrics(compose_cfg):
     first = run(compose_cfg("activation=sigmoid", "callbacks=none", "logger=none"))
     second = run(compose_cfg("activation=sigmoid", "callbacks=none", "logger=none"))
@@ -54,6 +99,27 @@ def test_unique_dir_never_hands_out_the_same_directory_twice(tmp_path):
     (tmp_path / "15-00-00").mkdir()  # another process got there first
     assert unique_dir(str(tmp_path / "15-00-00")) == str(tmp_path / "15-00-00_2")
     assert dir_suffix("") == "" and dir_suffix("data.data_dir=/tmp/x") == "_data.data_dir=-tmp-x"
+
+
+def test_sweep_jobs_are_named_by_what_varies_seed_last(tmp_path):
+    # The experiment sweeps seed and activation; the command line adds a model sweep and
+    # constants (experiment, sizes), which no job's name repeats.
+    OmegaConf.save(
+        {
+            "hydra": {
+                "overrides": {
+                    "task": ["experiment=x", "model=mlp,bn_mlp", "data.train_size=256"],
+                },
+                "sweeper": {"params": {"seed": "42,43,44", "activation": "sigmoid,relu"}},
+            }
+        },
+        tmp_path / "multirun.yaml",
+    )
+    task = ["experiment=x", "model=bn_mlp", "data.train_size=256", "seed=43", "activation=relu"]
+    name = sweep_subdir(str(tmp_path), 9, task, "ignored")
+    assert name == "09_model=bn_mlp,activation=relu,seed=43"  # 12 jobs: two digits
+    # Without a multirun.yaml (Optuna writes none), every override is named, as Hydra does.
+    assert sweep_subdir(str(tmp_path / "none"), 3, task, "a=1,b=2") == "3_a=1,b=2"
 
 
 def _train(*args: str, cwd: Path, log_dir: Path) -> subprocess.CompletedProcess:
@@ -95,9 +161,13 @@ def test_two_job_multirun(tmp_path):
     summaries = sorted(log_dir.glob("multiruns/*/*/*/summary.json"))
     names = [p.parent.name for p in summaries]
     assert len(summaries) == 2
-    assert names[0].startswith("0_") and "activation=sigmoid" in names[0]
-    assert names[1].startswith("1_") and "activation=relu" in names[1]
-    assert all(json.loads(p.read_text())["status"] == "completed" for p in summaries)
+    assert names == ["0_activation=sigmoid", "1_activation=relu"]  # TINY's constants left out
+    jobs = [json.loads(p.read_text()) for p in summaries]
+    assert [job["status"] for job in jobs] == ["completed", "completed"]
+    # HParams: groups by option name, and only what a researcher set (TINY's keys included).
+    assert jobs[0]["hparams"]["model"] == "mlp" and jobs[0]["hparams"]["activation"] == "sigmoid"
+    assert "callbacks" not in jobs[0]["hparams"] and "paths.log_dir" not in jobs[0]["hparams"]
+    assert len(list(log_dir.glob("multiruns/*/*/report/summary.md"))) == 1
 
 
 @pytest.mark.slow

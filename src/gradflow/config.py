@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
+from gradflow.names import SWEEP_FILE
+
 CONFIG_DIR_NAME = "conf"
+SEED_KEY = "seed"
 _claimed_dirs: dict[str, str] = {}
 
 
@@ -54,6 +59,49 @@ def dir_suffix(overrides: str) -> str:
     return "_" + re.sub(r"[/\\\s]+", "-", overrides)[:180]
 
 
+def sweep_subdir(sweep_dir: str, num: int, task: Sequence[str], override_dirname: str) -> str:
+    """A sweep job's directory name: its number, padded to the sweep's size so the jobs sort
+    in order, and the overrides that vary across the sweep, seed last, so a run's name in
+    TensorBoard says what differs and a config's seeds sit side by side.
+
+    The sweep is read from `<sweep_dir>/multirun.yaml`, which Hydra writes before the first
+    job; without it (a sweeper that writes none, such as Optuna's) every override is named.
+    """
+    grid = sweep_grid(Path(sweep_dir) / SWEEP_FILE)
+    if grid is None:
+        return f"{num}{dir_suffix(override_dirname)}"
+    varying, size = grid
+    chosen = [o for o in task if override_key(o) in varying]
+    chosen.sort(key=lambda o: override_key(o) == SEED_KEY)  # stable: the others keep their order
+    width = len(str(size - 1)) if size else 1
+    return f"{num:0{width}d}{dir_suffix(','.join(chosen))}"
+
+
+def sweep_grid(multirun_file: Path) -> tuple[set[str], int | None] | None:
+    """(the keys a sweep varies, its number of jobs or None when not countable), from the
+    sweep's multirun.yaml: its command line and its sweeper's params; None without one."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not multirun_file.is_file():
+        return None
+    hydra = OmegaConf.to_container(OmegaConf.load(multirun_file).hydra, resolve=False)
+    params = hydra.get("sweeper", {}).get("params") or {}
+    by_key = {key: f"{key}={value}" for key, value in params.items()}
+    by_key.update({override_key(o): o for o in hydra["overrides"]["task"]})  # the CLI wins
+    varying, size = set(), 1
+    for override in OverridesParser.create().parse_overrides(list(by_key.values())):
+        if not override.is_sweep_override():
+            continue
+        try:
+            count = len(list(override.sweep_string_iterator()))
+        except HydraException:  # a search space (an interval), not a list of values
+            count, size = 2, None
+        if count > 1:
+            varying.add(override.key_or_group)
+            size = size * count if size is not None else None
+    return varying, size
+
+
 def override_key(override: str) -> str:
     """The key a Hydra override sets: 'model.depth' for 'model.depth=3', '++resume=x', '~x'."""
     return override.split("=", 1)[0].lstrip("+~")
@@ -72,6 +120,7 @@ def register_resolvers() -> None:
         "project_root": lambda: str(project_root()),
         "unique_dir": unique_dir,
         "dir_suffix": dir_suffix,
+        "sweep_subdir": sweep_subdir,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

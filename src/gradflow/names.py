@@ -33,6 +33,8 @@ EPOCH = "epoch"
 GRAD_NORM = "grad_norm"  # grad_norm/layer_k, grad_norm/total, grad_norm/first_last_ratio
 FIRST_LAST_RATIO = f"{GRAD_NORM}/first_last_ratio"
 ACTIVATIONS = "activations"  # histograms activations/layer_k
+# The metrics of TensorBoard's HParams table: each tag's last point.
+HPARAMS_METRICS = (VAL_ACC, VAL_ACC_BEST, VAL_LOSS)
 
 # The init probe (scripts/probe.py): each job's rows, one per tracked layer, in this file.
 PROBE_JOB_FILE = "probe.csv"
@@ -40,6 +42,8 @@ PROBE_CONFIG_COLUMNS = ["depth", "init", "activation", "model"]
 PROBE_STATISTICS = ["act_mean", "act_std", "act_saturated", "act_dead", "grad_signal", "grad_norm"]
 PROBE_COLUMNS = [*PROBE_CONFIG_COLUMNS, "layer", "layer_index", *PROBE_STATISTICS]
 
-# `tensorboard --logdir ... <flags>`: keep every histogram and image (no sampling away the
-# step-0 probe).
-TENSORBOARD_FLAGS = "--samples_per_plugin histograms=0,images=0"
+# `tensorboard --logdir ... <flags>`: keep (and serve) every scalar, histogram and image of
+# a run, far more than any run here logs; without it TensorBoard samples them at random
+# (the step-0 probe may go) and serves 10 images per tag. A count, not 0: the plugins
+# serve at most that many, and 0 serves none.
+TENSORBOARD_FLAGS = "--samples_per_plugin scalars=100000,histograms=100000,images=100000"

@@ -1,8 +1,10 @@
 """ActivationMonitor: what each hidden layer does to a fixed probe batch.
 
 The probe (the datamodule's `probe_batch(probe_size)`, else the first validation samples)
-runs at step 0 (before any update) and after every `every_n_epochs`-th epoch; the step
-logged is the number of optimizer steps taken. Per hidden layer k:
+runs at step 0 (before any update) and after every `every_n_epochs`-th epoch, logged at
+the epoch's last optimizer step like every end-of-epoch value (`epoch_end_step`). A
+resumed run keeps its step-0 probe (checkpointed) and does not probe again at its start.
+Per hidden layer k:
 
 - `act_mean/layer_k`, `act_std/layer_k`: mean and standard deviation of the activations
   over all (sample, unit) pairs.
@@ -33,6 +35,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from gradflow.checks import whole
 from gradflow.diagnostics.common import (
     epoch_due,
+    epoch_end_step,
     finite_values,
     log_histograms,
     log_image,
@@ -106,13 +109,17 @@ class ActivationMonitor(L.Callback):
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
         self._grid = ActivationHistogramGrid()
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.first_probe = self.last_probe = None
-        self._batch = None
-
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._batch = probe_batch(trainer, pl_module, self.probe_size)
-        self.probe(trainer, pl_module, figures=self.figures_every_n_epochs > 0)
+        self._activation = tracked_model(pl_module).activation_spec
+        if trainer.global_step == 0:  # a resumed run probed its start long ago
+            self.probe(trainer, pl_module, step=0, figures=self.figures_every_n_epochs > 0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"first_probe": self.first_probe}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.first_probe = state_dict.get("first_probe")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.latest(trainer, pl_module)
@@ -126,14 +133,14 @@ class ActivationMonitor(L.Callback):
         every = self.every_n_epochs
         if every > 0 and (trainer.current_epoch + 1) % every == 0 and self._batch is not None:
             figures = epoch_due(trainer, self.figures_every_n_epochs)
-            self.probe(trainer, pl_module, figures=figures)
+            self.probe(trainer, pl_module, epoch_end_step(trainer), figures=figures)
         return self.last_probe
 
     def probe(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, figures: bool = False
+        self, trainer: L.Trainer, pl_module: L.LightningModule, step: int, figures: bool = False
     ) -> Stats:
-        """Run the probe now (once per step) and log what it saw (the picture if `figures`)."""
-        step = trainer.global_step
+        """Run the probe now and log what it saw at `step` (the picture too if `figures`),
+        once per step: an epoch of one step ends at step 0, where the start was probed."""
         if self.last_probe is not None and self.last_probe["step"] == step:
             return self.last_probe
         model = tracked_model(pl_module)
@@ -147,25 +154,26 @@ class ActivationMonitor(L.Callback):
         self.first_probe = self.first_probe or self.last_probe
         writers = tensorboard_writers(trainer)
         if writers and (self.histograms or figures):
-            self._log_pictures(writers, capture, scalars, step, figures)
+            title = f"after epoch {trainer.current_epoch + 1}" if step else "at initialisation"
+            self._log_pictures(writers, capture, scalars, step, title if figures else None)
         return self.last_probe
 
     def _log_pictures(
-        self, writers, capture: ProbeCapture, scalars: Stats, step: int, figures: bool
+        self, writers, capture: ProbeCapture, scalars: Stats, step: int, title: str | None
     ) -> None:
+        """The histograms (if asked for) and, with a `title`, the histogram grid picture."""
         dropped = 0
         if self.histograms:
             tensors = {f"preactivations/{name}": z for name, z in capture.preacts.items()}
             tensors.update({f"activations/{name}": a for name, a in capture.acts.items()})
             dropped = log_histograms(writers, tensors, step)
-        if figures:
+        if title is not None:
             values = {name: finite_values(a)[0] for name, a in capture.acts.items()}
             notes = {name: f"sat {scalars[f'act_saturated/{name}']:.2f}" for name in values}
-            title = f"step {step}"
             log_image(
                 writers,
                 "figures/activation_histograms",
-                self._grid.draw(values, notes, title),
+                self._grid.draw(values, notes, title, self._activation),
                 step,
             )
         if dropped:

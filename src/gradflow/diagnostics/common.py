@@ -2,11 +2,14 @@
 
 Scalars go to every logger of the run (`Logger.log_metrics`, possibly none); histograms,
 images and text only to TensorBoard's `SummaryWriter`s, through its public `add_*`
-methods, and only on rank zero.
+methods, and only on rank zero. Each scalar of a family that spans decades goes out twice:
+as itself and as its base-10 logarithm, `log10/<tag>`, which the Custom Scalars layout
+charts (a linear axis draws 1e-6 on the zero line).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import lightning as L
@@ -15,7 +18,12 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard import SummaryWriter
 
+from gradflow.names import GRAD_NORM
 from gradflow.nn.models import TrackedModel
+
+LOG10 = "log10"
+# The tag families (first path component) that get a log10 twin.
+LOG10_FAMILIES = (GRAD_NORM, "grad_signal", "update_ratio", "act_std")
 
 
 def tracked_model(pl_module: L.LightningModule) -> TrackedModel:
@@ -27,6 +35,13 @@ def tracked_model(pl_module: L.LightningModule) -> TrackedModel:
             f"ResMLP); {type(pl_module).__name__}.model is {type(model).__name__}"
         )
     return model
+
+
+def epoch_end_step(trainer: L.Trainer) -> int:
+    """The step every end-of-epoch value is logged at: the epoch's last optimizer step, where
+    Lightning logs epoch metrics (so a resumed run's purge step, its first new step, keeps
+    them). Step 0 holds the values at initialisation."""
+    return max(trainer.global_step - 1, 0)
 
 
 def epoch_due(trainer: L.Trainer, every: int) -> bool:
@@ -42,10 +57,21 @@ def tensorboard_writers(trainer: L.Trainer) -> list[SummaryWriter]:
     return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
 
 
+def log10_twins(metrics: Mapping[str, float]) -> dict[str, float]:
+    """`log10/<tag>` for each of `metrics` whose family spans decades; NaN (which TensorBoard
+    leaves out of a line) where the value is 0, negative or not finite."""
+    return {
+        f"{LOG10}/{tag}": math.log10(value) if math.isfinite(value) and value > 0 else math.nan
+        for tag, value in metrics.items()
+        if tag.split("/", 1)[0] in LOG10_FAMILIES
+    }
+
+
 def log_scalars(trainer: L.Trainer, metrics: Mapping[str, float], step: int) -> None:
-    """Send scalars to every logger the run has, at `step` (optimizer steps taken so far)."""
+    """Send scalars, and their log10 twins, to every logger the run has, at `step`."""
+    values = {**metrics, **log10_twins(metrics)}
     for logger in trainer.loggers:
-        logger.log_metrics(dict(metrics), step=step)
+        logger.log_metrics(values, step=step)
 
 
 def finite_values(values: torch.Tensor) -> tuple[np.ndarray, int]:

@@ -1,10 +1,14 @@
 """Pictures for TensorBoard's Images tab, drawn with matplotlib's Agg canvas.
 
+Comparable across runs: every axis has fixed limits, so equal heights mean equal values
+in every run of a sweep (the gradient norm's log axis spans `NORM_RANGE`; an activation
+histogram spans the activation's output range and a fraction from 0 to 1). Readable at
+TensorBoard's card size: about 600 pixels wide, labelled axes, 10-pixel text and up.
+
 matplotlib is imported only when a picture is first drawn, and never through pyplot (a
-Figure on an Agg canvas touches no global state and needs no display). Cheap enough for
-one picture per epoch: each chart keeps its figure and updates the data in place, and text
-is kept short, since every glyph is laid out and rendered anew at each draw (the largest
-cost left). TensorBoard shows the tag and the step above each picture.
+Figure on an Agg canvas touches no global state and needs no display). Each chart keeps
+its figure and updates the data in place; text is the largest cost left, since every
+glyph is laid out anew at each draw.
 """
 
 from __future__ import annotations
@@ -14,7 +18,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
-DPI = 80
+from gradflow.nn.activations import ActivationSpec, output_bounds
+
+DPI = 90
+FONT = 9  # points: 11 to 12 pixels at DPI
+# The gradient-norm chart's fixed log axis: from a 20-layer sigmoid net's first layer at
+# init (about 1e-13 is below it, drawn at the floor) to an exploding net's 1e4 and beyond.
+NORM_RANGE = (1e-12, 1e4)
+# An activation that is unbounded on a side is drawn to this value on that side.
+UNBOUNDED_EDGE = 3.0
 
 
 def _canvas(width: float, height: float):
@@ -33,9 +45,10 @@ def _render(canvas) -> np.ndarray:
 
 
 class GradNormChart:
-    """Per-layer gradient L2 norm, input to output, as bars on a log axis."""
+    """Per-layer gradient L2 norm, input to output, as bars on a fixed log axis."""
 
-    def __init__(self) -> None:
+    def __init__(self, value_range: tuple[float, float] = NORM_RANGE) -> None:
+        self.low, self.high = value_range
         self._canvas = None
         self._names: list[str] = []
 
@@ -43,94 +56,104 @@ class GradNormChart:
         from matplotlib.ticker import NullLocator
 
         self._names = names
-        self._canvas = _canvas(max(4.0, 0.35 * len(names) + 1.5), 2.6)
+        self._canvas = _canvas(6.6, 3.0)
         fig = self._canvas.figure
         self._ax = ax = fig.add_subplot()
         self._bars = ax.bar(range(len(names)), np.ones(len(names)), color="tab:blue")
         ax.set_yscale("log")
+        ax.set_ylim(self.low, self.high)
         ax.yaxis.set_minor_locator(NullLocator())
-        ax.set_xticks(range(len(names)), [n.removeprefix("layer_") for n in names])
-        ax.tick_params(labelsize=7)
-        fig.subplots_adjust(left=0.13, right=0.97, bottom=0.1, top=0.9)
+        # Decade ticks as plain text: the log axis' default labels go through mathtext,
+        # the slowest part of the drawing.
+        decades = np.arange(math.log10(self.low), math.log10(self.high) + 1)
+        ticks = 10.0 ** decades[:: max(1, math.ceil(len(decades) / 9))]
+        ax.set_yticks(ticks, [f"1e{round(math.log10(t))}" for t in ticks])
+        step = max(1, math.ceil(len(names) / 25))  # at most 25 layer labels
+        ax.set_xticks(range(0, len(names), step), [n.removeprefix("layer_") for n in names][::step])
+        ax.set_xlabel("layer (input → output)", fontsize=FONT)
+        ax.set_ylabel("|dloss/dW|", fontsize=FONT)
+        ax.tick_params(labelsize=FONT)
+        ax.grid(axis="y", alpha=0.3)
+        fig.subplots_adjust(left=0.12, right=0.98, bottom=0.17, top=0.88)
 
     def draw(self, norms: Mapping[str, float], title: str) -> np.ndarray:
-        """(H, W, 3) uint8 image under a short `title`; norms <= 0 or not finite are left out."""
+        """(H, W, 3) uint8 image under `title`; a norm outside the axis is drawn at its edge
+        (0 and NaN at the floor, inf at the top) in red."""
         names = list(norms)
         if names != self._names:
             self._build(names)
-        values = np.array([norms[n] for n in names], dtype=float)
-        shown = np.isfinite(values) & (values > 0)
-        for bar, value, ok in zip(self._bars, values, shown, strict=True):
-            bar.set_height(value if ok else np.nan)
-        if shown.any():
-            low, high = values[shown].min(), values[shown].max()
-            self._ax.set_ylim(low / 3, high * 3)
-            # Decade ticks as plain text: the log axis' default labels go through mathtext,
-            # the slowest part of the drawing.
-            decades = np.arange(np.floor(np.log10(low / 3)), np.ceil(np.log10(high * 3)) + 1)
-            step = max(1, int(np.ceil(len(decades) / 5)))
-            ticks = 10.0 ** decades[::step]
-            self._ax.set_yticks(ticks, [f"{t:.0e}" for t in ticks])
-        self._ax.set_title(title, fontsize=7)
+        for bar, name in zip(self._bars, names, strict=True):
+            value = norms[name]
+            inside = math.isfinite(value) and self.low <= value <= self.high
+            shown = value if inside else (self.high if value > self.high else self.low)
+            bar.set_height(shown)
+            bar.set_color("tab:blue" if inside else "tab:red")
+        self._ax.set_title(title, fontsize=FONT + 1)
         return _render(self._canvas)
 
 
 class ActivationHistogramGrid:
-    """One small histogram of each hidden layer's activations, with a note in its title."""
+    """One histogram of each hidden layer's activations, on the activation's own fixed
+    range, as the fraction of (sample, unit) pairs per bin; a note in each panel's title."""
 
-    def __init__(self, bins: int = 50) -> None:
+    def __init__(self, bins: int = 25) -> None:
         self.bins = bins
         self._canvas = None
-        self._names: list[str] = []
+        self._key: tuple = ()
 
-    def _build(self, names: list[str]) -> None:
-        self._names = names
+    def _build(self, names: list[str], bounds: tuple[float, float]) -> None:
+        self._key = (tuple(names), bounds)
+        self._edges = np.linspace(*bounds, self.bins + 1)
         cols = min(4, len(names))
         rows = math.ceil(len(names) / cols)
-        self._canvas = _canvas(2.0 * cols, 1.3 * rows + 0.3)
+        self._canvas = _canvas(1.75 * cols + 0.5, 1.55 * rows + 0.45)
         fig = self._canvas.figure
-        axes = fig.subplots(rows, cols, squeeze=False)
+        axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
         self._axes = list(axes.flat[: len(names)])
         self._steps = []
         for ax in self._axes:
             self._steps.append(
-                ax.stairs(
-                    np.zeros(self.bins), np.arange(self.bins + 1.0), fill=True, color="tab:orange"
-                )
+                ax.stairs(np.zeros(self.bins), self._edges, fill=True, color="tab:orange")
             )
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set_xlim(*bounds)
+            ax.set_ylim(0, 1)
+            ax.set_xticks([bounds[0], (bounds[0] + bounds[1]) / 2, bounds[1]])
+            ax.set_yticks([0, 0.5, 1])
+            ax.tick_params(labelsize=FONT - 1)
         for ax in axes.flat[len(names) :]:
             ax.set_axis_off()
+        for ax in axes[:, 0]:
+            ax.set_ylabel("fraction", fontsize=FONT - 1)
         fig.subplots_adjust(
-            left=0.02,
-            right=0.98,
-            bottom=0.04,
-            top=1 - 0.3 / (1.3 * rows + 0.3),
-            hspace=0.55,
-            wspace=0.08,
+            left=0.5 / (1.75 * cols + 0.5),
+            right=0.97,
+            bottom=0.3 / (1.55 * rows + 0.45),
+            top=1 - 0.45 / (1.55 * rows + 0.45),
+            hspace=0.5,
+            wspace=0.3,  # the edge ticks' labels of neighbouring panels clear of each other
         )
 
     def draw(
-        self, values: Mapping[str, np.ndarray], notes: Mapping[str, str], title: str
+        self,
+        values: Mapping[str, np.ndarray],
+        notes: Mapping[str, str],
+        title: str,
+        activation: ActivationSpec,
     ) -> np.ndarray:
         """(H, W, 3) uint8 image of `values[layer]` (finite numbers) per hidden layer, each
-        panel titled with the layer's number, its note and its range; `title` above all."""
+        panel titled with the layer's number and its note; `title` above all. Values beyond
+        the range are counted in its edge bins."""
+        low, high = np.clip(output_bounds(activation), -UNBOUNDED_EDGE, UNBOUNDED_EDGE)
+        bounds = (math.floor(low * 100) / 100, math.ceil(high * 100) / 100)  # readable ticks
         names = list(values)
-        if names != self._names:
-            self._build(names)
+        if (tuple(names), bounds) != self._key:
+            self._build(names, bounds)
         for ax, patch, name in zip(self._axes, self._steps, names, strict=True):
-            data = values[name]
-            counts, edges = (
-                np.histogram(data, bins=self.bins)
-                if data.size
-                else (np.zeros(self.bins), np.arange(self.bins + 1.0))
+            data = np.clip(values[name], *bounds)
+            counts, _ = np.histogram(data, bins=self._edges)
+            patch.set_data(counts / max(1, data.size), self._edges)
+            ax.set_title(
+                f"layer {name.removeprefix('layer_')} · {notes.get(name, '')}", fontsize=FONT
             )
-            patch.set_data(counts, edges)
-            ax.set_xlim(edges[0], edges[-1])
-            ax.set_ylim(0, max(1, counts.max()) * 1.05)
-            # The range goes in the title: every tick label would cost a text layout.
-            span = f"{edges[0]:.2g}..{edges[-1]:.2g}"
-            ax.set_title(f"{name.removeprefix('layer_')}: {span} {notes.get(name, '')}", fontsize=7)
-        self._canvas.figure.suptitle(title, fontsize=7)
+        self._canvas.figure.suptitle(title, fontsize=FONT + 1)
         return _render(self._canvas)

@@ -8,11 +8,12 @@ this one, so step 0 is the gradient at initialisation):
 - `grad_norm/first_last_ratio`: `grad_norm/layer_01` / the output layer's.
 - `update_ratio/layer_k`: lr * ‖∇W‖ / ‖W‖, the relative size of plain SGD's step.
 
-Histograms `gradients/layer_k` and `weights/layer_k` at the first logged step of every
-`histogram_every_n_epochs`-th epoch; the picture `figures/grad_norm_by_layer` (each
+Histograms `gradients/layer_k` and `weights/layer_k` at step 0 (the gradient at
+initialisation) and at the last step of every `histogram_every_n_epochs`-th epoch (its
+gradient and the weights it updates); the picture `figures/grad_norm_by_layer` (each
 layer's median norm over the epoch's logged steps) at the end of every
-`figures_every_n_epochs`-th epoch and of the last one (a picture costs about as much as
-the rest of an epoch's diagnostics: bench/bench_train.py).
+`figures_every_n_epochs`-th epoch and of the last one. End-of-epoch values go to the
+epoch's last optimizer step (`epoch_end_step`), with every other end-of-epoch value.
 
 Cost: nothing at all at other steps; at a logged step one norm per parameter, stacked on
 the device, and one device-to-host transfer (finiteness is judged on the fetched numbers,
@@ -36,6 +37,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from gradflow.checks import whole
 from gradflow.diagnostics.common import (
     epoch_due,
+    epoch_end_step,
     log_histograms,
     log_image,
     log_scalars,
@@ -56,7 +58,8 @@ class GradientMonitor(L.Callback):
     Args:
         log_every_n_steps: optimizer steps between logged steps; None: the Trainer's
             `log_every_n_steps`; 0: never.
-        histogram_every_n_epochs: gradient/weight histograms every N epochs (0: never).
+        histogram_every_n_epochs: gradient/weight histograms at step 0 and at the end of every
+            N-th epoch (0: never).
         figures_every_n_epochs: the per-layer bar chart every N epochs and at the last
             (0: never).
         check_finite_every_step: also check the loss and gradients at every step (one
@@ -96,8 +99,13 @@ class GradientMonitor(L.Callback):
             return
         self._layers = tracked_model(pl_module).tracked_layers()
         self._params = [(n, p) for n, p in pl_module.named_parameters() if p.requires_grad]
-        self.first_row = self.last_row = self.diverged_at_step = None
-        self._epoch_rows, self._previous_rows = [], []
+
+    def state_dict(self) -> dict[str, Any]:
+        # Step 0's norms stay the run's first row however often it is resumed.
+        return {"first_row": self.first_row}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.first_row = state_dict.get("first_row")
 
     def interval(self, trainer: L.Trainer) -> int:
         """Optimizer steps between logged steps (0: never)."""
@@ -114,8 +122,16 @@ class GradientMonitor(L.Callback):
         if self._epoch_rows:
             self._previous_rows = self._epoch_rows
         self._epoch_rows = []
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         every = self.histogram_every_n_epochs
-        self._histograms_due = every > 0 and trainer.current_epoch % every == 0
+        self._histograms_due = (
+            every > 0
+            and (trainer.current_epoch + 1) % every == 0
+            and batch_idx + 1 >= trainer.num_training_batches  # the epoch's last step
+        )
 
     def on_before_backward(
         self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
@@ -129,24 +145,22 @@ class GradientMonitor(L.Callback):
             self._log_step(trainer, optimizer)
         elif self.check_finite_every_step:
             self._check_finite(trainer.global_step)
+        if self._histograms_due:  # at the epoch's last step, its end-of-epoch step
+            self._log_histograms(trainer, trainer.global_step)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step > 0:  # the last step may have gone unlogged: one sync per epoch
-            self._check_finite(trainer.global_step - 1)
-        writers = tensorboard_writers(trainer)
-        if not (writers and epoch_due(trainer, self.figures_every_n_epochs)):
+        if trainer.global_step == 0:
             return
+        step = epoch_end_step(trainer)
+        self._check_finite(step)  # the last step may have gone unlogged: one sync per epoch
+        writers = tensorboard_writers(trainer)
         medians = self.epoch_medians()
-        if medians is None:
+        if not (writers and medians and epoch_due(trainer, self.figures_every_n_epochs)):
             return
         layers = {name: medians[name] for name in self._layers}
-        title = f"epoch {trainer.current_epoch}: median of {medians['n_steps']} steps"
-        log_image(
-            writers,
-            "figures/grad_norm_by_layer",
-            self._chart.draw(layers, title),
-            trainer.global_step,
-        )
+        n = medians["n_steps"]
+        title = f"epoch {trainer.current_epoch + 1}: median of {n} logged step{'s' * (n != 1)}"
+        log_image(writers, "figures/grad_norm_by_layer", self._chart.draw(layers, title), step)
 
     # -- the logged step ----------------------------------------------------------------
     def _log_step(self, trainer: L.Trainer, optimizer: torch.optim.Optimizer) -> None:
@@ -189,8 +203,7 @@ class GradientMonitor(L.Callback):
         metrics[FIRST_LAST_RATIO] = ratio
         metrics.update({f"update_ratio/{name}": v for name, v in updates.items()})
         log_scalars(trainer, metrics, step)
-        if self._histograms_due:
-            self._histograms_due = False
+        if step == 0 and self.histogram_every_n_epochs > 0 and not self._histograms_due:
             self._log_histograms(trainer, step)
 
     def _log_histograms(self, trainer: L.Trainer, step: int) -> None:

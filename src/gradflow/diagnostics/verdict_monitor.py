@@ -18,7 +18,12 @@ from typing import Any
 import lightning as L
 
 from gradflow.diagnostics.activations import ActivationMonitor
-from gradflow.diagnostics.common import log_text, tensorboard_writers, tracked_model
+from gradflow.diagnostics.common import (
+    epoch_end_step,
+    log_text,
+    tensorboard_writers,
+    tracked_model,
+)
 from gradflow.diagnostics.gradients import GradientMonitor
 from gradflow.diagnostics.verdict import Verdict, VerdictThresholds, judge
 
@@ -67,7 +72,7 @@ class VerdictMonitor(L.Callback):
         writers = tensorboard_writers(trainer)
         if self.verdict is not None and writers:
             text = self.verdict_text().replace("\n", "  \n")  # Markdown line breaks
-            log_text(writers, "verdict", text, trainer.global_step)
+            log_text(writers, "verdict", text, epoch_end_step(trainer))
 
     def current(self) -> Verdict | None:
         """The verdict from the numbers measured so far (None before anything was measured)."""

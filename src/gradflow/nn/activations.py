@@ -7,6 +7,7 @@ the matching Kaiming nonlinearity, and the plots draw f and f' from it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -71,6 +72,12 @@ def split_spec(spec: str | Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
     return params.pop("name", None), params
 
 
+def spec_label(name: str, params: Mapping[str, Any]) -> str:
+    """A registry spec as text, every given parameter shown: `normal:std=1`, `tanh`."""
+    shown = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()]
+    return ":".join([name, *shown])
+
+
 def check_params(name: str, params: Mapping[str, Any], known: Mapping[str, Any], what: str) -> None:
     """Every key of `params` must be one of `known` (the registry's parameters of `name`)."""
     for key, value in params.items():
@@ -113,6 +120,25 @@ def max_abs_derivative(spec: str | Mapping[str, Any]) -> float:
     name, _ = split_spec(spec)
     params = activation_params(spec)
     return _max_abs_derivative(name, tuple(sorted(params.items())))
+
+
+ActivationSpec = str | Mapping[str, Any]
+
+
+@lru_cache(maxsize=64)
+def _output_bounds(name: str, frozen_params: tuple[tuple[str, Any], ...]) -> tuple[float, float]:
+    module = build_activation({"name": name, **dict(frozen_params)})
+    with torch.no_grad():
+        out = module(torch.linspace(-30.0, 30.0, 60_001, dtype=torch.float64))
+    low, high = float(out.min()), float(out.max())
+    # Still growing at the grid's end (beyond 20 in size): unbounded on that side.
+    return (-math.inf if low < -20 else low), (math.inf if high > 20 else high)
+
+
+def output_bounds(spec: ActivationSpec) -> tuple[float, float]:
+    """The activation's range of outputs: (0, 1) for sigmoid, (0, inf) for ReLU."""
+    name, _ = split_spec(spec)
+    return _output_bounds(name, tuple(sorted(activation_params(spec).items())))
 
 
 def derivative(spec: str | Mapping[str, Any], z: torch.Tensor) -> torch.Tensor:

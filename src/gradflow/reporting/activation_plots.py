@@ -120,6 +120,6 @@ def write_activation_plots(
     names = list(ACTIVATIONS)
     curves = [activation_curve(name, (low, high)) for name in names]
     out_dir = Path(out_dir)
-    grid = save_figure(activation_grid_figure(curves), out_dir / GRID_FILE)
-    overlay = save_figure(derivative_overlay_figure(curves), out_dir / OVERLAY_FILE)
+    (grid,) = save_figure(activation_grid_figure(curves), out_dir / GRID_FILE)
+    (overlay,) = save_figure(derivative_overlay_figure(curves), out_dir / OVERLAY_FILE)
     return ActivationPlots(grid=grid, overlay=overlay, activations=names)

@@ -15,6 +15,7 @@ from gradflow.reporting.events import HistogramFilter
 from gradflow.reporting.plotting import save_figure
 from gradflow.reporting.runs import Run, load_runs, run_labels
 from gradflow.reporting.tables import runs_markdown, runs_table, seeds_markdown, seeds_table
+from gradflow.reporting.tensorboard import write_report_run
 
 DEFAULT_LAYERS = ("layer_01",)
 FALLBACK_OUT = Path("reports/compare")
@@ -91,8 +92,11 @@ def compare(
     paths: Sequence[str | Path],
     out_dir: str | Path | None = None,
     layers: Sequence[str] = DEFAULT_LAYERS,
+    formats: Sequence[str] = ("png",),
 ) -> Comparison:
-    """Read every run under `paths`; write summary.md/.csv, summary_seeds.csv and figures."""
+    """Read every run under `paths`; write summary.md/.csv, summary_seeds.csv and figures
+    (PNG, and SVG or PDF too when `formats` says so), and all of it as a TensorBoard run
+    in the output folder."""
     runs = load_runs(paths, _histogram_filter(layers))
     out = Path(out_dir) if out_dir is not None else default_out_dir(paths)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,9 +124,13 @@ def compare(
             runs, labels, layers, which=0
         )
     for name, fig in drawn.items():
-        files[name] = save_figure(fig, out / name)
+        for path in save_figure(fig, out / name, ("png", *(f for f in formats if f != "png"))):
+            files[path.name] = path
 
     files["summary.md"] = out / "summary.md"
     comparison.markdown = _markdown(comparison, paths)
     files["summary.md"].write_text(comparison.markdown)
+    rows = [run.summary["hparams"] for run in runs if run.summary.get("hparams")]
+    pictures = {name: path for name, path in files.items() if path.suffix == ".png"}
+    write_report_run(out, pictures, comparison.markdown, rows)
     return comparison

@@ -6,6 +6,7 @@ backend or figure registry is touched: safe in scripts, tests and notebooks alik
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +32,18 @@ def new_figure(
     return fig, axes
 
 
-def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write `fig` as a PNG (parents created) and return the path."""
+FORMATS = ("png", "svg", "pdf")
+
+
+def save_figure(fig: Figure, path: str | Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Write `fig` as `path` with each suffix of `formats` (parents created); the paths."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, format="png")
-    return path
+    written = []
+    for fmt in formats:
+        written.append(path.with_suffix(f".{fmt}"))
+        fig.savefig(written[-1], dpi=DPI, format=fmt)
+    return written
 
 
 def hide_unused(axes: np.ndarray, used: int) -> None:

@@ -132,8 +132,8 @@ def write_probe_report(records: pd.DataFrame, out_dir: Path) -> list[Path]:
     return [
         csv,
         summary,
-        save_figure(act_fig, out_dir / ACT_STD_FILE),
-        save_figure(grad_fig, out_dir / GRAD_NORM_FILE),
+        *save_figure(act_fig, out_dir / ACT_STD_FILE),
+        *save_figure(grad_fig, out_dir / GRAD_NORM_FILE),
     ]
 
 

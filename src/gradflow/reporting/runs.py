@@ -17,12 +17,11 @@ from typing import Any
 
 import yaml
 
-from gradflow.config import override_key
+from gradflow.config import SEED_KEY, override_key
 from gradflow.errors import GradflowError
 from gradflow.names import HYDRA_DIR, INCOMPLETE, SUMMARY_FILE, UNKNOWN
 from gradflow.reporting.events import HistogramFilter, RunEvents, find_event_files, read_events
 
-SEED_KEY = "seed"
 MAX_SEARCH_DEPTH = 4  # logs/multiruns/<sweep>/<date>/<job> at most
 GLOB_CHARS = re.compile(r"[*?\[]")
 

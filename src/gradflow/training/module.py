@@ -11,12 +11,14 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from gradflow.diagnostics.common import epoch_end_step
 from gradflow.names import EPOCH, TRAIN_ACC, TRAIN_LOSS, VAL_ACC, VAL_ACC_BEST, VAL_LOSS
 from gradflow.nn.models import TrackedModel
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-# Logged with the validation metrics to set their x-axis (Lightning pops `step`); not results.
+# Logged to set the x-axis (Lightning pops `step`, and adds `epoch` to the train metrics):
+# not results.
 AXIS_METRICS = ("step", EPOCH)
 # Where a checkpoint keeps val/acc_best (the best validation accuracy so far).
 ACC_BEST_KEY = "val_acc_best"
@@ -29,9 +31,9 @@ class ClassifierModule(L.LightningModule):
     reports them (the weights change during the epoch); `val/*` is a fresh evaluation.
     The training sums stay on the device and are logged once, at the epoch's end: a
     torchmetrics update plus a `self.log` per step would cost more than a step of these
-    small nets, and a host sync each. Train and validation metrics share one x-axis: the
-    epoch's last optimizer step, where Lightning logs the train epoch metrics, so a
-    resumed run's TensorBoard `purge_step` (its first new step) keeps them.
+    small nets, and a host sync each. Train and validation metrics share one x-axis with
+    every end-of-epoch value of the diagnostics: the epoch's last optimizer step
+    (`epoch_end_step`).
     """
 
     def __init__(self, model: TrackedModel, optimizer: OptimizerFactory, num_classes: int = 10):
@@ -102,9 +104,9 @@ class ClassifierModule(L.LightningModule):
         self.val_acc_best.update(self.val_acc.compute())
         self.log(VAL_ACC_BEST, self.val_acc_best.compute(), prog_bar=True)
         # Lightning would log validation at the step after the epoch's last; put it on the
-        # train metrics' step instead (a logged `step` sets the loggers' x-axis).
-        self.log("step", float(max(self.global_step - 1, 0)))
-        self.log(EPOCH, float(self.current_epoch))
+        # train metrics' step instead (a logged `step` sets the loggers' x-axis). `epoch` is
+        # logged once, with the train metrics, by Lightning itself.
+        self.log("step", float(epoch_end_step(self.trainer)))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.hparams.optimizer(self.parameters())

@@ -11,8 +11,6 @@ rows to `probe.csv`; `gradflow.reporting.probe` turns one job or a sweep into th
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -21,15 +19,9 @@ from omegaconf import DictConfig
 from gradflow.checks import whole
 from gradflow.diagnostics import capture_probe, probe_statistics
 from gradflow.names import PROBE_COLUMNS, PROBE_JOB_FILE, PROBE_STATISTICS
-from gradflow.nn.activations import activation_params, split_spec
+from gradflow.nn.activations import activation_params, spec_label, split_spec
 from gradflow.nn.init import init_params
 from gradflow.training.run import build_network, output_dir, seed_and_threads
-
-
-def spec_label(name: str, params: dict[str, Any]) -> str:
-    """A registry spec as text, every parameter shown: `normal:std=1`, `tanh`."""
-    shown = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()]
-    return ":".join([name, *shown])
 
 
 def probe(cfg: DictConfig) -> tuple[pd.DataFrame, str]:

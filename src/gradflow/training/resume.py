@@ -191,7 +191,8 @@ def _sweep_args(raw: str, sweep_dir: Path, rest: list[str]) -> list[str]:
             f"with -m it must be a sweep directory, and this one has no {SWEEP_FILE}; give the "
             "directory the sweep wrote, e.g. logs/multiruns/<date>/<time>",
         )
-    saved = OmegaConf.load(saved_file).hydra.overrides
+    saved_hydra = OmegaConf.to_container(OmegaConf.load(saved_file).hydra, resolve=False)
+    saved = OmegaConf.create(saved_hydra["overrides"])
     task = [o for o in saved.task if override_key(o) != RESUME_KEY]
     flags = [a for a in rest if a.startswith("-")]
     new_task = [a for a in rest if not a.startswith("-") and not _is_hydra(a)]
@@ -204,7 +205,7 @@ def _sweep_args(raw: str, sweep_dir: Path, rest: list[str]) -> list[str]:
             f"resume={raw} relaunches the sweep with the arguments it was started with "
             f"({' '.join(task)}); start a new sweep instead",
         )
-    ignore = {"hydra.sweep.dir", "hydra.run.dir", "hydra.mode"}
+    ignore = {"hydra.sweep.dir", "hydra.sweep.subdir", "hydra.run.dir", "hydra.mode"}
     hydra_saved = [o for o in saved.hydra if override_key(o) not in ignore]
     hydra_new = [a for a in rest if not a.startswith("-") and _is_hydra(a)]
     return [
@@ -212,6 +213,8 @@ def _sweep_args(raw: str, sweep_dir: Path, rest: list[str]) -> list[str]:
         *task,
         *merge_overrides(hydra_saved, hydra_new),
         f"hydra.sweep.dir={hydra_quote(sweep_dir)}",
+        # The job directories' names as the sweep made them, whatever the config says now.
+        f"hydra.sweep.subdir={hydra_quote(saved_hydra['sweep']['subdir'])}",
         f"++{RESUME_KEY}={hydra_quote(sweep_dir)}",
     ]
 

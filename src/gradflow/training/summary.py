@@ -19,12 +19,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 import gradflow
 from gradflow.config import project_root, write_text_atomic
-from gradflow.errors import DivergedError, gradflow_cause
+from gradflow.errors import ConfigError, DivergedError, gradflow_cause
 from gradflow.names import (
     COMPLETED,
     DIVERGED,
@@ -37,6 +38,7 @@ from gradflow.names import (
     VAL_ACC_BEST,
     VAL_LOSS,
 )
+from gradflow.training.hparams import result_columns, run_hparams, write_hparams
 from gradflow.training.module import AXIS_METRICS
 from gradflow.training.resume import last_checkpoint
 
@@ -106,6 +108,7 @@ class RunSummary:
 
     def __init__(self, cfg: DictConfig, run_dir: Path, overrides: list[str]) -> None:
         self.started = time.perf_counter()
+        self.cfg = cfg
         self.run_dir = run_dir
         self.epochs = EpochRecord()
         self.data: dict[str, Any] = {
@@ -163,20 +166,19 @@ class RunSummary:
         self.data["data"] = data_info
         checkpoint = last_checkpoint(self.run_dir)
         self.data["checkpoint"] = str(checkpoint) if checkpoint else None
+        try:
+            self.data["hparams"] = {
+                **run_hparams(self.cfg, self.data["overrides"]),
+                **result_columns(self.data),
+            }
+        except ConfigError:  # a value no model could be built from: no table row either
+            self.data["hparams"] = None
         text = json.dumps(self.data, indent=2, default=_json_default) + "\n"
         write_text_atomic(self.run_dir / SUMMARY_FILE, text)
-        log_hparams(loggers, self.data["config"], metrics)
+        if self.data["hparams"] and loggers:
+            in_sweep = HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+            write_hparams(loggers, self.data["hparams"], whole=not in_sweep)
         return self.data
-
-
-def log_hparams(loggers: list[Logger], config: dict[str, Any], metrics: Mapping[str, Any]) -> None:
-    """The config (paths left out) and the final metrics (`hp/...`) in TensorBoard's HParams."""
-    hp_metrics = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items() if v is not None}
-    params = {k: v for k, v in config.items() if k != "paths"}
-    for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(params, hp_metrics)
-            logger.finalize("success")
 
 
 def objective(summary: Mapping[str, Any]) -> float:

@@ -1,8 +1,10 @@
 """The end of a sweep: what became of each job, and how to run the unfinished ones again.
 
-`SweepReport` is a Hydra callback (conf/hydra/default.yaml). Every job records its own
-fate in summary.json (a job that raises or diverges does not stop the others), so the
-report reads the job directories: that works whichever launcher ran the jobs.
+`SweepReport` is a Hydra callback (conf/train.yaml). Every job records its own fate in
+summary.json (a job that raises or diverges does not stop the others), so the report
+reads the job directories: that works whichever launcher ran the jobs. It then writes
+compare.py's report into `<sweep dir>/report`, a TensorBoard run of its own, so
+`tensorboard --logdir <sweep dir>` shows the sweep's tables, figures and HParams table.
 """
 
 from __future__ import annotations
@@ -58,7 +60,11 @@ def sweep_failed() -> bool:
 
 
 class SweepReport(Callback):
-    """Prints the sweep's outcome at its end and remembers whether any job is unfinished."""
+    """Prints the sweep's outcome at its end, remembers whether any job is unfinished, and
+    (with `compare`) writes the sweep's report for TensorBoard."""
+
+    def __init__(self, compare: bool = True) -> None:
+        self.compare = compare
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -68,3 +74,12 @@ class SweepReport(Callback):
             unfinished=[name for name, (status, _) in jobs.items() if status not in FINISHED],
         )
         print(format_report(sweep_dir, jobs), file=sys.stdout, flush=True)
+        if self.compare and jobs:
+            from gradflow.reporting.compare import compare
+
+            try:
+                report = compare([sweep_dir]).files["summary.md"].parent
+            except Exception as err:  # noqa: BLE001 - the sweep's own outcome is printed above
+                print(f"report: not written ({type(err).__name__}: {err})", file=sys.stderr)
+            else:
+                print(f"report: {report} (tables, figures; shown by tensorboard too)")
