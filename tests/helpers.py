@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +59,21 @@ def write_raw(folder: Path, arrays: dict[str, np.ndarray]) -> Path:
     for name, array in arrays.items():
         (folder / name).write_bytes(idx_bytes(array))
     return folder
+
+
+# The sweep the TensorBoard tests look at: a sigmoid net, plain and with BatchNorm.
+SIGMOID_BN_SWEEP = ["model=mlp,bn_mlp", "activation=sigmoid", "trainer.max_epochs=2"]
+SIGMOID_BN_JOBS = ["0_model=mlp", "1_model=bn_mlp"]  # its job directories: what varies
+
+
+def train_sweep(root: Path, *overrides: str) -> Path:
+    """`scripts/train.py -m` with TINY sizes (`overrides` win) into <root>/sweep (its jobs
+    and, at the end, its report); returns the sweep directory."""
+    sweep = root / "sweep"
+    cmd = [sys.executable, str(REPO_ROOT / "scripts" / "train.py"), "-m", *TINY, *overrides,
+           f"hydra.sweep.dir={sweep}", f"paths.log_dir={root / 'logs'}",
+           f"paths.data_dir={root / 'data'}"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return sweep

@@ -333,9 +333,8 @@ def test_sweep_survives_a_failing_job_and_relaunch_skips_finished_ones(tmp_path)
     assert again.returncode == 1, err[-3000:]  # the bad value is still bad
     assert "already completed: nothing to resume" in out + err
     assert completed.stat().st_mtime_ns == before
-    assert sorted(p.name for p in sweep.iterdir()) == sorted(
-        [*jobs, "multirun.yaml"]
-    )  # the same job directories: none added
+    # The same job directories, none added, beside the sweep's file and its report.
+    assert sorted(p.name for p in sweep.iterdir()) == sorted([*jobs, "multirun.yaml", "report"])
 
 
 @pytest.mark.slow

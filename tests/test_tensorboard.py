@@ -1,34 +1,23 @@
-"""A real TensorBoard server, started with exactly the flags gradflow prints, on a 2-run
-sweep and its report: every image is served, step 0 survives, the Custom Scalars layout,
-the HParams table and the report are there (slow: the server is a subprocess)."""
+"""A real TensorBoard server, started with exactly the flags gradflow prints
+(`gradflow.reporting.browser.tensorboard`), on a 2-job sweep and its report: every image
+is served, step 0 survives, the Custom Scalars layout, the HParams table and the report
+are there (slow: the sweep and the server are subprocesses)."""
 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
-from omegaconf import open_dict
 
 from gradflow.diagnostics import LAYOUT
-from gradflow.names import TENSORBOARD_FLAGS
-from gradflow.reporting.compare import compare
-from gradflow.training.run import run
+from gradflow.reporting.browser import tensorboard
+from tests.helpers import SIGMOID_BN_JOBS, SIGMOID_BN_SWEEP, train_sweep
 
 pytestmark = pytest.mark.slow
-RUNS = ("0_model=mlp", "1_model=bn_mlp")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+RUNS = SIGMOID_BN_JOBS
 
 
 class Server:
@@ -50,57 +39,14 @@ class Server:
         return self.get(f"/data/plugin/{plugin}/{route}?{query}")
 
 
-def sweep(compose_cfg, root: Path) -> Path:
-    """Two runs of a 4-layer sigmoid net, plain and with BatchNorm, and their report."""
-    for name in RUNS:
-        cfg = compose_cfg(
-            "activation=sigmoid", f"model={name.split('=')[1]}", "trainer.max_epochs=2"
-        )
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(root / name)
-        assert run(cfg)["status"] == "completed"
-    compare([root])
-    return root
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from hydra import compose, initialize_config_dir
-
-    from gradflow.config import config_dir
-    from tests.helpers import TINY
-
-    root = tmp_path_factory.mktemp("sweep")
-
-    def compose_cfg(*overrides: str):
-        with initialize_config_dir(str(config_dir()), version_base="1.3"):
-            cfg = compose("train", overrides=[*TINY, *overrides])
-        with open_dict(cfg):
-            cfg.paths.data_dir = str(root.parent / "data")
-        return cfg
-
-    sweep(compose_cfg, root)
-    port = _free_port()
-    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(root),
-           "--host", "127.0.0.1", "--port", str(port), *TENSORBOARD_FLAGS.split()]  # fmt: skip
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    tb = Server(f"http://127.0.0.1:{port}")
-    try:
-        deadline = time.monotonic() + 90
-        while True:  # up once it answers, and has read the runs once it lists them all
-            try:
-                if len(tb.get("/data/runs")) == len(RUNS) + 1:
-                    break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"tensorboard did not serve the runs: {process.stderr.read()[-2000:]}")
-            time.sleep(0.5)
+    """A 2-job sweep of a 4-layer sigmoid net, plain and with BatchNorm, made by
+    scripts/train.py (its jobs, and its report at the end), served by TensorBoard."""
+    sweep = train_sweep(tmp_path_factory.mktemp("tensorboard"), *SIGMOID_BN_SWEEP)
+    with tensorboard(sweep, runs=len(RUNS) + 1) as base:
         time.sleep(2)  # every plugin's data read
-        yield tb
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+        yield Server(base)
 
 
 def test_every_image_is_served_and_step_0_survives(server):
@@ -136,8 +82,7 @@ def test_hparams_columns_are_what_a_researcher_varies_and_the_results(server):
     assert {"model", "depth", "width", "activation", "init", "optimizer", "lr", "batch_size",
             "seed", "train_size", "verdict", "grad_ratio_step0"} <= set(columns)  # fmt: skip
     assert not [c for c in columns if "_target_" in c or c.startswith(("paths", "callbacks"))]
-    # Composed by hand, a model is named by its class (through Hydra, by its option).
-    assert sorted(columns["model"]["domainDiscrete"]) == ["BNMLP", "MLP"]
+    assert sorted(columns["model"]["domainDiscrete"]) == ["bn_mlp", "mlp"]
     assert set(columns["verdict"]["domainDiscrete"]) <= {"healthy", "vanishing", "saturated"}
     metrics = [m["name"]["tag"] for m in experiment["metricInfos"]]
     assert metrics == ["val/acc", "val/acc_best", "val/loss"]

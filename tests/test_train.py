@@ -15,7 +15,9 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gradflow.config import dir_suffix, sweep_subdir, unique_dir
+from gradflow.names import TENSORBOARD_FLAGS
 from gradflow.training.run import run
+from gradflow.training.summary import format_summary
 from tests.helpers import REPO_ROOT, TINY
 
 SCRIPT = REPO_ROOT / "scripts" / "train.py"
@@ -91,6 +93,16 @@ def test_same_seed_gives_identical_metrics(compose_cfg):
     other = run(compose_cfg("activation=sigmoid", "callbacks=none", "logger=none", "seed=3"))
     assert first["metrics"] == second["metrics"]
     assert first["metrics"]["final"]["train/loss"] != other["metrics"]["final"]["train/loss"]
+
+
+def test_readme_prints_the_tensorboard_command_every_run_prints():
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert f"tensorboard --logdir logs {TENSORBOARD_FLAGS}" in readme
+    assert f"tensorboard --logdir logs/multiruns/<date>/<time> {TENSORBOARD_FLAGS}" in readme
+    summary = {"status": "completed", "run_dir": "logs/runs/x"}
+    assert f"view: tensorboard --logdir logs {TENSORBOARD_FLAGS}" in format_summary(
+        summary, Path("logs")
+    )
 
 
 def test_unique_dir_never_hands_out_the_same_directory_twice(tmp_path):

@@ -3,7 +3,8 @@
 Comparable across runs: every axis has fixed limits, so equal heights mean equal values
 in every run of a sweep (the gradient norm's log axis spans `NORM_RANGE`; an activation
 histogram spans the activation's output range and a fraction from 0 to 1). Readable at
-TensorBoard's card size: about 600 pixels wide, labelled axes, 10-pixel text and up.
+TensorBoard's card size: under 480 pixels wide (the Images tab's card in a 1400-pixel
+window), labelled axes, 11-pixel text.
 
 matplotlib is imported only when a picture is first drawn, and never through pyplot (a
 Figure on an Agg canvas touches no global state and needs no display). Each chart keeps
@@ -56,7 +57,7 @@ class GradNormChart:
         from matplotlib.ticker import NullLocator
 
         self._names = names
-        self._canvas = _canvas(6.6, 3.0)
+        self._canvas = _canvas(5.2, 2.7)
         fig = self._canvas.figure
         self._ax = ax = fig.add_subplot()
         self._bars = ax.bar(range(len(names)), np.ones(len(names)), color="tab:blue")
@@ -74,7 +75,7 @@ class GradNormChart:
         ax.set_ylabel("|dloss/dW|", fontsize=FONT)
         ax.tick_params(labelsize=FONT)
         ax.grid(axis="y", alpha=0.3)
-        fig.subplots_adjust(left=0.12, right=0.98, bottom=0.17, top=0.88)
+        fig.subplots_adjust(left=0.15, right=0.98, bottom=0.19, top=0.89)
 
     def draw(self, norms: Mapping[str, float], title: str) -> np.ndarray:
         """(H, W, 3) uint8 image under `title`; a norm outside the axis is drawn at its edge
@@ -104,9 +105,10 @@ class ActivationHistogramGrid:
     def _build(self, names: list[str], bounds: tuple[float, float]) -> None:
         self._key = (tuple(names), bounds)
         self._edges = np.linspace(*bounds, self.bins + 1)
-        cols = min(4, len(names))
+        cols = min(3, len(names))
         rows = math.ceil(len(names) / cols)
-        self._canvas = _canvas(1.75 * cols + 0.5, 1.55 * rows + 0.45)
+        width, height = 1.55 * cols + 0.55, 1.45 * rows + 0.45
+        self._canvas = _canvas(width, height)
         fig = self._canvas.figure
         axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
         self._axes = list(axes.flat[: len(names)])
@@ -125,10 +127,10 @@ class ActivationHistogramGrid:
         for ax in axes[:, 0]:
             ax.set_ylabel("fraction", fontsize=FONT - 1)
         fig.subplots_adjust(
-            left=0.5 / (1.75 * cols + 0.5),
+            left=0.5 / width,
             right=0.97,
-            bottom=0.3 / (1.55 * rows + 0.45),
-            top=1 - 0.45 / (1.55 * rows + 0.45),
+            bottom=0.3 / height,
+            top=1 - 0.45 / height,
             hspace=0.5,
             wspace=0.3,  # the edge ticks' labels of neighbouring panels clear of each other
         )

@@ -3,7 +3,8 @@ compare.py's figures (Images), its tables (Text) and the HParams table's definit
 
 The run is the report folder (`<sweep>/report`); it is rewritten whole each time the
 report is. Its HParams definition lists every column the sweep's jobs wrote, with every
-value a text column took as its choices, so the verdict filters by checkbox.
+value a text column took as its choices (so the verdict filters by checkbox), the
+columns that differ across the sweep first.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from google.protobuf import struct_pb2
 from PIL import Image
+from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from gradflow.names import HPARAMS_METRICS
 from gradflow.reporting.events import find_event_files
@@ -25,18 +28,38 @@ REPORT_TAG = "report"
 
 def sweep_definition(rows: list[Mapping[str, Any]]) -> Any:
     """The HParams table's definition (a Summary) for a sweep's rows: every column, each text
-    column's values as its choices, the metric tags."""
-    columns: dict[str, Any] = {}
+    column's values as its choices, and the columns whose values differ marked so, which
+    TensorBoard lists (and shows) first; the metric tags."""
+    columns: dict[str, list[Any]] = {}
     for row in rows:
         for key, value in row.items():
-            columns.setdefault(key, value)
-    choices = {
-        key: sorted({str(row[key]) for row in rows if key in row})
-        for key, value in columns.items()
-        if isinstance(value, str)
-    }
-    experiment, _, _ = hparams_summaries(columns, dict.fromkeys(HPARAMS_METRICS, 0.0), choices)
-    return experiment
+            columns.setdefault(key, []).append(value)
+    experiment = api_pb2.Experiment(
+        hparam_infos=[_column(name, values) for name, values in columns.items()],
+        metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t)) for t in HPARAMS_METRICS],
+    )
+    content = plugin_data_pb2.HParamsPluginData(
+        experiment=experiment, version=metadata.PLUGIN_DATA_VERSION
+    )
+    plugin = SummaryMetadata.PluginData(
+        plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString()
+    )
+    value = Summary.Value(tag=metadata.EXPERIMENT_TAG, metadata=SummaryMetadata(plugin_data=plugin))
+    return Summary(value=[value])
+
+
+def _column(name: str, values: list[Any]) -> Any:
+    differs = len({str(v) for v in values}) > 1
+    if all(isinstance(v, bool) for v in values):
+        return api_pb2.HParamInfo(name=name, type=api_pb2.DATA_TYPE_BOOL, differs=differs)
+    if all(isinstance(v, int | float) for v in values):
+        return api_pb2.HParamInfo(name=name, type=api_pb2.DATA_TYPE_FLOAT64, differs=differs)
+    choices = struct_pb2.ListValue(
+        values=[struct_pb2.Value(string_value=v) for v in sorted({str(v) for v in values})]
+    )
+    return api_pb2.HParamInfo(
+        name=name, type=api_pb2.DATA_TYPE_STRING, domain_discrete=choices, differs=differs
+    )
 
 
 def write_report_run(
