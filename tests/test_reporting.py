@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gradflow.errors import GradflowError
 from gradflow.reporting import compare, discover_runs, load_run, load_runs
@@ -203,6 +204,22 @@ def test_figures_are_real_pngs(comparison, name: str) -> None:
         assert image.width > 400 and image.height > 300
         pixels = np.asarray(image.convert("L"))
     assert len(np.unique(pixels)) > 20  # drawn lines and text, not a blank canvas
+
+
+def test_the_report_is_a_tensorboard_run_and_prints_to_svg_and_pdf(multirun, tmp_path) -> None:
+    out = tmp_path / "report"
+    compare([multirun], out, formats=("png", "svg", "pdf"))
+    for name in ("val_acc", "grad_norm_by_layer"):
+        assert (out / f"{name}.svg").read_text().startswith("<?xml")
+        assert (out / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+    events = EventAccumulator(str(out), size_guidance={"images": 0})
+    events.Reload()
+    pngs = sorted(p.stem for p in out.glob("*.png"))
+    assert sorted(events.Tags()["images"]) == [f"report/{stem}" for stem in pngs]
+    (table,) = events.Tensors("report/tables/text_summary")
+    assert "# Run comparison" in table.tensor_proto.string_val[0].decode()
+    compare([multirun], out)  # written again: the run is replaced, not appended to
+    assert len(list(out.glob("events.out.tfevents.*"))) == 1
 
 
 def test_events_are_read_unsampled_and_mapped_to_epochs(multirun: Path) -> None:
