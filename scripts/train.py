@@ -1,16 +1,21 @@
 """Train one configuration, or sweep many with -m: `python scripts/train.py activation=sigmoid`.
 
 Exit status: 0 when the run completed (or diverged: a result, recorded in summary.json);
-1 when it failed, with its one-sentence error as the only output; 130 when interrupted
-(Ctrl-C), which also stops a sweep. A sweep prints each job's status at its end and exits
-1 when any job failed or was killed: `resume=<sweep dir>` then runs just those again.
+1 when its config was rejected (nothing is left behind) or it failed, with its
+one-sentence error as the only output; 130 when interrupted (Ctrl-C) and 143 when
+terminated (SIGTERM), either of which also stops a sweep. A sweep prints each job's
+status at its end and exits 1 when any job was rejected, failed or was killed:
+`resume=<sweep dir>` then runs the failed and killed ones again.
 """
 
 from __future__ import annotations
 
+import math
 import sys
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from gradflow.config import config_dir
@@ -18,7 +23,8 @@ from gradflow.errors import GradflowError
 from gradflow.training.resume import resume_argv
 from gradflow.training.sweep import sweep_failed
 
-EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
+# The shell's codes for Ctrl-C and for SIGTERM: either stops a sweep too.
+EXIT_CODES = {"interrupted": 130, "terminated": 143}
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
@@ -27,14 +33,25 @@ def main(cfg: DictConfig) -> float:
     # parent of a parallel sweep only launches the workers, which import them themselves.
     from gradflow.training.run import run
     from gradflow.training.summary import format_summary, objective
+    from gradflow.training.sweep import record_rejection
 
-    summary = run(cfg)
-    is_sweep = hydra.core.hydra_config.HydraConfig.get().mode.name == "MULTIRUN"
+    hydra_cfg = HydraConfig.get()
+    is_sweep = hydra_cfg.mode.name == "MULTIRUN"
+    try:
+        summary = run(cfg)
+    except GradflowError as err:  # a rejected config: one sentence, no run left behind
+        if not is_sweep:
+            sys.exit(f"error: {err}")
+        record_rejection(
+            Path(hydra_cfg.sweep.dir), Path(hydra_cfg.runtime.output_dir).name, str(err)
+        )
+        print(f"error: {err}", file=sys.stderr)
+        return math.nan
     if summary["status"] == "failed" and not is_sweep:
         sys.exit(f"error: {summary['error']}")  # one sentence, no traceback; exit status 1
     print(format_summary(summary, cfg.paths.log_dir))
-    if summary["status"] == "interrupted":
-        sys.exit(EXIT_INTERRUPTED)  # a sweep stops too: Ctrl-C means stop
+    if summary["status"] in EXIT_CODES:
+        sys.exit(EXIT_CODES[summary["status"]])  # a sweep stops too: the signal means stop
     return objective(summary)
 
 

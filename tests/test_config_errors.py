@@ -6,7 +6,6 @@ classes and what spans nodes); the run names the node (`model.` + `depth`).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import sys
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
+from gradflow.errors import ConfigError
 from gradflow.training import preflight
 from gradflow.training.run import build_parts, run
 from tests.helpers import REPO_ROOT, TINY
@@ -118,10 +118,11 @@ BAD = [
 
 
 @pytest.mark.parametrize(("overrides", "sentence"), BAD, ids=[" ".join(o) for o, _ in BAD])
-def test_bad_value_is_named_in_one_sentence(compose_cfg, overrides, sentence):
-    summary = run(compose_cfg(*overrides))
-    assert summary["status"] == "failed" and summary["epochs"] == 0
-    message = summary["error"]
+def test_bad_value_is_named_in_one_sentence(compose_cfg, overrides, sentence, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        run(compose_cfg(*overrides))
+    assert not (tmp_path / "run").exists()  # a rejected config leaves no run behind
+    message = str(err.value)
     if sentence.endswith("..."):
         assert message.startswith(sentence.removesuffix("...")), message
     else:
@@ -133,8 +134,9 @@ def test_bad_value_is_named_in_one_sentence(compose_cfg, overrides, sentence):
     __import__("torch").cuda.is_available(), reason="checks the message on a machine without CUDA"
 )
 def test_gpu_trainer_without_cuda_is_refused(compose_cfg):
-    summary = run(compose_cfg("trainer=gpu"))
-    assert summary["error"] == (
+    with pytest.raises(ConfigError) as err:
+        run(compose_cfg("trainer=gpu"))
+    assert str(err.value) == (
         "trainer.accelerator='gpu' is not allowed: this machine has no CUDA GPU that torch "
         "can use, so use trainer=cpu."
     )
@@ -173,16 +175,6 @@ def test_hydra_itself_lists_the_options_of_a_mistyped_group(compose_cfg):
         compose_cfg("model.depthh=3")
 
 
-def test_run_fails_before_any_work_with_the_sentence(compose_cfg, tmp_path):
-    summary = run(compose_cfg("model.width=-3", "callbacks=none"))
-    assert summary["status"] == "failed"
-    assert summary["error"] == f"model.width=-3 is not allowed: {WHOLE} (units per hidden layer)."
-    assert summary["data"] is None and summary["epochs"] == 0  # nothing was loaded
-    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert on_disk["status"] == "failed" and on_disk["error"] == summary["error"]
-    assert not list((tmp_path / "run").glob("events.out.tfevents.*"))
-
-
 @pytest.mark.slow
 def test_script_prints_one_sentence_and_exits_1(tmp_path):
     cmd = [
@@ -200,3 +192,4 @@ def test_script_prints_one_sentence_and_exits_1(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == sentence
     assert "Traceback" not in proc.stderr + proc.stdout
     assert proc.stdout.strip() == ""
+    assert not list((tmp_path / "logs").rglob(".hydra"))  # no run directory left behind

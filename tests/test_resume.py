@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
@@ -106,18 +107,71 @@ def test_extended_run_matches_one_that_ran_straight_through(compose_cfg, tmp_pat
     assert [(p, p.stat().st_mtime_ns) for p in sorted(resumed_dir.rglob("*"))] == before
 
 
+def _saved_run(compose_cfg, run_dir: Path, *overrides: str) -> dict:
+    """A 1-epoch run with its config saved where Hydra keeps it (`.hydra/config.yaml`)."""
+    cfg = _cfg(compose_cfg, run_dir, "trainer.max_epochs=1", *overrides)
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    return run(cfg)
+
+
+def test_a_resume_applies_the_learning_rate_from_its_step_and_records_it(compose_cfg, tmp_path):
+    run_dir = tmp_path / "lr"
+    _saved_run(compose_cfg, run_dir)
+    plain = tmp_path / "plain"
+    _saved_run(compose_cfg, plain)
+    same = run(_cfg(compose_cfg, plain, "trainer.max_epochs=2", f"resume={plain}"))
+    faster = run(
+        _cfg(compose_cfg, run_dir, "trainer.max_epochs=2", "optimizer.lr=0.05", f"resume={run_dir}")
+    )
+    assert same["resume_changes"] == [
+        {"key": "trainer.max_epochs", "was": 1, "now": 2, "from_step": 8}
+    ]
+    assert {"key": "optimizer.lr", "was": 0.001, "now": 0.05, "from_step": 8} in faster[
+        "resume_changes"
+    ]
+    assert faster["metrics"]["final"]["train/loss"] != same["metrics"]["final"]["train/loss"]
+    # A later resume keeps the history: it comes from the checkpoint.
+    again = run(
+        _cfg(compose_cfg, run_dir, "trainer.max_epochs=3", "optimizer.lr=0.05", f"resume={run_dir}")
+    )
+    assert [c["key"] for c in again["resume_changes"]] == [
+        "optimizer.lr", "trainer.max_epochs", "trainer.max_epochs"
+    ]  # fmt: skip
+    assert again["resume_changes"][-1] == {
+        "key": "trainer.max_epochs", "was": 2, "now": 3, "from_step": 16
+    }  # fmt: skip
+
+
+def test_a_resume_refuses_a_change_that_makes_another_run(compose_cfg, tmp_path):
+    run_dir = tmp_path / "depth"
+    _saved_run(compose_cfg, run_dir)
+    before = sorted((p, p.stat().st_mtime_ns) for p in run_dir.rglob("*"))
+    with pytest.raises(ConfigError) as refused:
+        run(_cfg(compose_cfg, run_dir, "model.depth=6", f"resume={run_dir}"))
+    assert sorted((p, p.stat().st_mtime_ns) for p in run_dir.rglob("*")) == before  # untouched
+    assert str(refused.value) == (
+        "model.depth=6 is not allowed: a resumed run keeps the config it started with "
+        f"(model.depth=4); to change it, start a new run from the checkpoint: "
+        f"ckpt_path={run_dir}/checkpoints/last.ckpt."
+    )
+
+
 def test_checkpoint_keeps_the_best_val_accuracy():
     # MaxMetric's state is not in the state dict, and on_train_start resets it.
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     module = ClassifierModule(MLP(depth=1, width=4), torch.optim.SGD)
     module.val_acc_best.update(torch.tensor(0.75))
     checkpoint: dict = {}
     module.on_save_checkpoint(checkpoint)
     restored = ClassifierModule(MLP(depth=1, width=4), torch.optim.SGD)
+    restored.trainer = trainer
     restored.on_load_checkpoint(checkpoint)
     restored.on_train_start()
     restored.val_acc_best.update(torch.tensor(0.5))
     assert restored.val_acc_best.compute().item() == 0.75
     fresh = ClassifierModule(MLP(depth=1, width=4), torch.optim.SGD)
+    fresh.trainer = trainer
     fresh.on_load_checkpoint({})  # a checkpoint from before any validation
     fresh.on_train_start()
     fresh.val_acc_best.update(torch.tensor(0.5))
@@ -313,28 +367,35 @@ def test_ctrl_c_ends_the_run_cleanly_with_a_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_survives_a_failing_job_and_relaunch_skips_finished_ones(tmp_path):
+def test_sweep_survives_a_rejected_job_and_relaunch_skips_finished_ones(tmp_path):
     logs = tmp_path / "logs"
     sweep = logs / "sweep"
     args = ["-m", "model.depth=0,2", *TINY, "callbacks=none", f"hydra.sweep.dir={sweep}"]
     proc = _start(*args, log_dir=logs)
     out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 1, err[-3000:]  # a job failed: the sweep says so
+    assert proc.returncode == 1, err[-3000:]  # a job was rejected: the sweep says so
     jobs = job_statuses(sweep)
-    assert [status for status, _ in jobs.values()] == ["failed", "completed"]
-    assert list(jobs.values())[0][1].startswith("model.depth=0 is not allowed")
-    assert f"sweep: 2 jobs in {sweep}: 1 failed, 1 completed" in out
-    assert f"python scripts/train.py -m resume={sweep}" in out
+    assert [status for status, _ in jobs.values()] == ["rejected", "completed"]
+    rejected, completed_job = jobs
+    assert jobs[rejected][1].startswith("model.depth=0 is not allowed")
+    assert f"sweep: 2 jobs in {sweep}: 1 rejected, 1 completed" in out
+    # A rejected config cannot pass by running again: no relaunch is proposed for it.
+    assert "resume=" not in out
+    assert "a rejected config fails again until the sweep's arguments change" in out
+    # It left no job directory that TensorBoard or compare.py would list.
+    assert not (sweep / rejected).exists()
 
-    completed = next(sweep.glob("1_*")) / "summary.json"
+    completed = sweep / completed_job / "summary.json"
     before = completed.stat().st_mtime_ns
     again = _start("-m", f"resume={sweep}", log_dir=logs)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 1, err[-3000:]  # the bad value is still bad
     assert "already completed: nothing to resume" in out + err
     assert completed.stat().st_mtime_ns == before
-    # The same job directories, none added, beside the sweep's file and its report.
-    assert sorted(p.name for p in sweep.iterdir()) == sorted([*jobs, "multirun.yaml", "report"])
+    # The same job directory, none added, beside the sweep's files and its report.
+    assert sorted(p.name for p in sweep.iterdir()) == sorted(
+        [completed_job, "multirun.yaml", "rejected.jsonl", "report"]
+    )
 
 
 @pytest.mark.slow

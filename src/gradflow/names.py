@@ -10,14 +10,20 @@ SUMMARY_FILE = "summary.json"
 HYDRA_DIR = ".hydra"  # Hydra's config.yaml and overrides.yaml of the run
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
-# A sweep directory (logs/multiruns/<date>/<time>) holds this beside its job directories.
+# A sweep directory (logs/multiruns/<date>/<time>) holds this beside its job directories,
+# and one line per job whose config was rejected before training (no job directory).
 SWEEP_FILE = "multirun.yaml"
+REJECTED_FILE = "rejected.jsonl"
 
 # A run's status in summary.json.
 COMPLETED = "completed"
 DIVERGED = "diverged"  # a NaN/Inf loss or gradient stopped it: a result, not a fault
 FAILED = "failed"
-INTERRUPTED = "interrupted"
+INTERRUPTED = "interrupted"  # Ctrl-C
+TERMINATED = "terminated"  # SIGTERM: a scheduler's time limit or scancel, or kill
+# A sweep's job whose config was rejected before training: it left no run, only a line in
+# the sweep's rejected.jsonl, and running it again cannot pass.
+REJECTED = "rejected"
 # Read back by the reporting side, never written: no summary.json (killed, or still running),
 # or one without a readable status.
 INCOMPLETE = "incomplete"

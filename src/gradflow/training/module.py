@@ -61,6 +61,13 @@ class ClassifierModule(L.LightningModule):
         self.val_acc_best.reset()
         if self._restored_acc_best is not None:
             self.val_acc_best.update(self._restored_acc_best.to(self.device))
+        # The optimizer as configured: a checkpoint's state (restored by now) brings back the
+        # learning rate it was saved with, and a resumed run may change it (RESUMABLE).
+        settings = getattr(self.hparams.optimizer, "keywords", {})
+        numbers = {k: v for k, v in settings.items() if isinstance(v, int | float)}
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group.update({key: value for key, value in numbers.items() if key in group})
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # MaxMetric's state is not in the state dict: keep the best so far for a resume.

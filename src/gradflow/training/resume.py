@@ -36,6 +36,29 @@ from gradflow.names import (
 log = logging.getLogger(__name__)
 RESUME_KEY = "resume"
 _MULTIRUN_FLAGS = ("-m", "--multirun")
+# What a resumed run may change (README, "Continue a killed or interrupted run"): how long it
+# trains, what it records and how, where its files are, and the learning rate from the
+# resume on. Anything else would make it another run, which `ckpt_path=` starts.
+RESUMABLE = (
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.log_every_n_steps",
+    "trainer.check_val_every_n_epoch",
+    "trainer.enable_progress_bar",
+    "optimizer.lr",
+    "callbacks",
+    "checkpoint",
+    "logger",
+    "progress_bar",
+    "torch_threads",
+    "paths",
+    "data.data_dir",
+    "data.download",
+    "data.offline_fallback",
+    "tags",
+    "task_name",
+    RESUME_KEY,
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +70,11 @@ class ResumePoint:
     purge_step: int | None = None
     # For summary.json: {"checkpoint", "epochs", "steps"} of the checkpoint, or None.
     resumed_from: dict[str, Any] | None = None
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps the checkpoint took (0 without one)."""
+        return self.resumed_from["steps"] if self.resumed_from else 0
 
 
 def resume_point(cfg: DictConfig, run_dir: Path) -> ResumePoint:
@@ -94,6 +122,40 @@ def finished_summary(run_dir: Path, max_epochs: int | None) -> dict[str, Any] | 
     if status == COMPLETED and max_epochs not in (None, -1):
         return summary if summary.get("epochs", 0) >= max_epochs else None
     return summary
+
+
+def resume_changes(run_dir: Path, cfg: DictConfig, step: int) -> list[dict[str, Any]]:
+    """What `cfg` changes of the run saved in `run_dir`, each `{key, was, now, from_step}`;
+    a ConfigError names the first change a resumed run may not make (see RESUMABLE)."""
+    saved_file = run_dir / HYDRA_DIR / "config.yaml"
+    if not saved_file.is_file():
+        return []
+    was = _flat(OmegaConf.to_container(OmegaConf.load(saved_file), resolve=False))
+    now = _flat(OmegaConf.to_container(cfg, resolve=False))
+    changes = []
+    for key in [*now, *(k for k in was if k not in now)]:
+        if was.get(key) == now.get(key) or key == RESUME_KEY:  # how it is called, not what
+            continue
+        if not key.startswith(RESUMABLE):
+            ckpt = last_checkpoint(run_dir) or f"{run_dir}/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}"
+            raise ConfigError(
+                key,
+                now.get(key),
+                f"a resumed run keeps the config it started with ({key}={was.get(key)!r}); "
+                f"to change it, start a new run from the checkpoint: ckpt_path={ckpt}",
+            )
+        changes.append({"key": key, "was": was.get(key), "now": now.get(key), "from_step": step})
+    return changes
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as {dotted key: leaf value}."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat.update(_flat(value, f"{prefix}{key}" if not prefix else f"{prefix}.{key}"))
+    return flat
 
 
 # --------------------------------------------------------------------------- overrides

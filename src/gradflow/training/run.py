@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import sys
 import threading
@@ -23,27 +24,33 @@ from gradflow.checks import whole
 from gradflow.config import override_key
 from gradflow.data import TensorDataModule
 from gradflow.errors import ConfigError, gradflow_cause
-from gradflow.names import COMPLETED, INTERRUPTED
+from gradflow.names import COMPLETED, HYDRA_DIR, INTERRUPTED, TERMINATED
 from gradflow.nn.activations import activation_params
 from gradflow.nn.init import init_params
 from gradflow.nn.models import TrackedModel
 from gradflow.training import preflight
 from gradflow.training.module import ClassifierModule
-from gradflow.training.resume import RESUME_KEY, finished_summary, record_resume, resume_point
+from gradflow.training.resume import (
+    RESUME_KEY,
+    finished_summary,
+    record_resume,
+    resume_changes,
+    resume_point,
+)
 from gradflow.training.summary import RunSummary
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Build and fit everything `cfg` describes; return (and write) the run's summary."""
+    """Build and fit everything `cfg` describes; return (and write) the run's summary.
+
+    A config rejected before training raises its ConfigError and leaves no run behind: the
+    directory made for it goes (a resumed run's, which holds more, stays as it was).
+    """
     run_dir = output_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     resuming = cfg.get(RESUME_KEY) is not None
-    if resuming and (done := finished_summary(run_dir, cfg.trainer.get("max_epochs"))):
-        log.info("%s already %s: nothing to resume.", run_dir, done["status"])
-        record_resume(run_dir, cfg, job_overrides())  # Hydra rewrote .hydra/ for this call
-        return done
     summary = RunSummary(
         cfg, run_dir, [o for o in job_overrides() if override_key(o) != RESUME_KEY]
     )
@@ -52,6 +59,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         preflight.check(cfg)
         start = resume_point(cfg, run_dir)
         if resuming:
+            summary.epochs.pending_changes = resume_changes(run_dir, cfg, start.steps)
+            if done := finished_summary(run_dir, cfg.trainer.get("max_epochs")):
+                log.info("%s already %s: nothing to resume.", run_dir, done["status"])
+                record_resume(run_dir, cfg, job_overrides())  # Hydra rewrote .hydra/
+                return done
             summary.data["overrides"] = record_resume(run_dir, cfg, job_overrides())
         if start.resumed_from:
             summary.data["resumed_from"] = start.resumed_from
@@ -64,16 +76,31 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=start.checkpoint, weights_only=False)
         summary.ended(COMPLETED)
     except (KeyboardInterrupt, SystemExit) as err:
-        # Lightning turns Ctrl-C into a graceful shutdown and then exit(1).
+        # Lightning turns Ctrl-C and SIGTERM into a graceful shutdown and then exit(1).
         if isinstance(err, SystemExit) and not (trainer is not None and trainer.interrupted):
             raise
-        summary.ended(INTERRUPTED, "interrupted by the user (Ctrl-C)")
+        if trainer is not None and trainer.received_sigterm:
+            summary.ended(TERMINATED, "terminated by SIGTERM (a scheduler's time limit or scancel)")
+        else:
+            summary.ended(INTERRUPTED, "interrupted by the user (Ctrl-C)")
         _restore_ctrl_c()
     except Exception as err:  # noqa: BLE001 - recorded; the caller decides the exit code
+        cause = gradflow_cause(err)
+        if isinstance(cause, ConfigError) and trainer is None:
+            discard_run_dir(run_dir)
+            raise cause from None
         if summary.failed(err):
             log.exception("run failed")
     data = datamodule.source_info if datamodule is not None else None
     return summary.write(trainer, callbacks, data, loggers)
+
+
+def discard_run_dir(run_dir: Path) -> None:
+    """Remove a run directory that holds only what Hydra writes when a job starts (its
+    `.hydra/` and log file): a rejected config's, which nothing should list."""
+    entries = list(run_dir.iterdir()) if run_dir.is_dir() else []
+    if all(p.name == HYDRA_DIR or p.suffix == ".log" for p in entries):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- building

@@ -33,6 +33,7 @@ from gradflow.names import (
     INTERRUPTED,
     SUMMARY_FILE,
     TENSORBOARD_FLAGS,
+    TERMINATED,
     TRAIN_ACC,
     VAL_ACC,
     VAL_ACC_BEST,
@@ -44,17 +45,24 @@ from gradflow.training.resume import last_checkpoint
 
 
 class EpochRecord(L.Callback):
-    """Wall time of each epoch (training and its validation) and the latest metrics.
+    """Wall time of each epoch (training and its validation), the latest metrics, and what
+    each resume changed of the config (`resume_changes`: key, was, now, from_step).
 
-    Both are saved in the checkpoint (Lightning asks callbacks for their state after the
-    epoch-end hooks), so a resumed run reports every epoch's time once, and its metrics
-    even when the checkpoint left nothing to train.
+    All are saved in the checkpoint (Lightning asks callbacks for their state after the
+    epoch-end hooks), so a resumed run reports every epoch's time once, its metrics even
+    when the checkpoint left nothing to train, and every resume's changes.
     """
 
     def __init__(self) -> None:
         self.epoch_s: list[float] = []
         self.metrics: dict[str, float | None] = {}
+        self.changes: list[dict[str, Any]] = []
+        self.pending_changes: list[dict[str, Any]] = []  # this call's, kept from the train start
         self._start = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.changes += self.pending_changes
+        self.pending_changes = []
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
@@ -64,11 +72,12 @@ class EpochRecord(L.Callback):
         self.metrics = run_metrics(trainer)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch_s": list(self.epoch_s), "metrics": dict(self.metrics)}
+        return {"epoch_s": self.epoch_s, "metrics": self.metrics, "changes": self.changes}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.epoch_s = list(state_dict.get("epoch_s", []))
         self.metrics = dict(state_dict.get("metrics", {}))
+        self.changes = list(state_dict.get("changes", []))
 
 
 def run_metrics(trainer: L.Trainer) -> dict[str, float | None]:
@@ -149,7 +158,7 @@ class RunSummary:
         data_info: dict[str, Any] | None,
         loggers: list[Logger],
     ) -> dict[str, Any]:
-        """Fill in the outcome, write summary.json and the HParams; return the summary."""
+        """Fill in the outcome, write the HParams and then summary.json; return the summary."""
         # The checkpoint's metrics where this call logged none (nothing left to train).
         metrics = {**self.epochs.metrics, **(run_metrics(trainer) if trainer else {})}
         self.data["metrics"] = {
@@ -164,6 +173,7 @@ class RunSummary:
         total_s = round(time.perf_counter() - self.started, 3)
         self.data["timing"].update(epoch_s=self.epochs.epoch_s, total_s=total_s)
         self.data["data"] = data_info
+        self.data["resume_changes"] = self.epochs.changes + self.epochs.pending_changes
         checkpoint = last_checkpoint(self.run_dir)
         self.data["checkpoint"] = str(checkpoint) if checkpoint else None
         try:
@@ -173,11 +183,12 @@ class RunSummary:
             }
         except ConfigError:  # a value no model could be built from: no table row either
             self.data["hparams"] = None
-        text = json.dumps(self.data, indent=2, default=_json_default) + "\n"
-        write_text_atomic(self.run_dir / SUMMARY_FILE, text)
         if self.data["hparams"] and loggers:
             in_sweep = HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
             write_hparams(loggers, self.data["hparams"], whole=not in_sweep)
+        # Last, and whole or not at all: a run with a summary.json has all its records.
+        text = json.dumps(self.data, indent=2, default=_json_default) + "\n"
+        write_text_atomic(self.run_dir / SUMMARY_FILE, text)
         return self.data
 
 
@@ -215,7 +226,7 @@ def format_summary(summary: Mapping[str, Any], log_root: Path) -> str:
         f"logs: {summary['run_dir']}",
         f"view: tensorboard --logdir {log_root} {TENSORBOARD_FLAGS}",
     ]
-    if summary["status"] in (INTERRUPTED, FAILED) and summary.get("checkpoint"):
+    if summary["status"] in (INTERRUPTED, TERMINATED, FAILED) and summary.get("checkpoint"):
         lines.append(
             f"continue: python scripts/train.py {shlex.quote('resume=' + summary['run_dir'])}"
         )

@@ -18,21 +18,44 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from gradflow.names import FINISHED, HYDRA_DIR, INCOMPLETE, SUMMARY_FILE
+from gradflow.names import (
+    FINISHED,
+    HYDRA_DIR,
+    INCOMPLETE,
+    REJECTED,
+    REJECTED_FILE,
+    SUMMARY_FILE,
+)
 
 _last_report: dict[str, Any] = {}
 
 
+def record_rejection(sweep_dir: Path, job: str, error: str) -> None:
+    """Note, in the sweep's rejected.jsonl, a job whose config was rejected before training."""
+    with open(sweep_dir / REJECTED_FILE, "a") as lines:  # one short line: an atomic append
+        lines.write(json.dumps({"job": job, "error": error}) + "\n")
+
+
 def job_statuses(sweep_dir: Path) -> dict[str, tuple[str, str | None]]:
-    """{job directory name: (status, error)} for every job directory of a sweep."""
+    """{job name: (status, error)} for every job directory of a sweep and every rejected job
+    (the last word on each: a rejected job that later ran is listed by its directory)."""
     jobs = {}
+    rejected = sweep_dir / REJECTED_FILE
+    for line in rejected.read_text().splitlines() if rejected.is_file() else []:
+        entry = json.loads(line)
+        jobs[entry["job"]] = (REJECTED, entry["error"])
     for job_dir in sorted(p.parent for p in sweep_dir.glob(f"*/{HYDRA_DIR}")):
         try:
             summary = json.loads((job_dir / SUMMARY_FILE).read_text())
             jobs[job_dir.name] = (str(summary.get("status")), summary.get("error"))
         except (OSError, ValueError):
             jobs[job_dir.name] = (INCOMPLETE, "no summary.json: the job was killed")
-    return jobs
+    return dict(sorted(jobs.items(), key=lambda job: _number(job[0])))
+
+
+def _number(job: str) -> int:
+    head = job.split("_", 1)[0]
+    return int(head) if head.isdigit() else -1
 
 
 def format_report(sweep_dir: Path, jobs: dict[str, tuple[str, str | None]]) -> str:
@@ -44,13 +67,16 @@ def format_report(sweep_dir: Path, jobs: dict[str, tuple[str, str | None]]) -> s
         f"sweep: {len(jobs)} jobs in {sweep_dir}: "
         + ", ".join(f"{n} {status}" for status, n in counts.items())
     ]
-    unfinished = {name: job for name, job in jobs.items() if job[0] not in FINISHED}
-    lines += [f"  {name}: {status} - {error}" for name, (status, error) in unfinished.items()]
+    failing = {name: job for name, job in jobs.items() if job[0] not in FINISHED}
+    lines += [f"  {name}: {status} - {error}" for name, (status, error) in failing.items()]
+    unfinished = [name for name, (status, _) in failing.items() if status != REJECTED]
     if unfinished:
         lines.append(
             f"run the {len(unfinished)} unfinished job(s) again (finished ones are skipped): "
             f"python scripts/train.py -m {shlex.quote(f'resume={sweep_dir}')}"
         )
+    if len(unfinished) < len(failing):
+        lines.append("a rejected config fails again until the sweep's arguments change")
     return "\n".join(lines)
 
 
