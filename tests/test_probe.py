@@ -108,7 +108,10 @@ def test_a_sweep_is_gathered_in_job_order(probe_cfg, tmp_path):
     ("override", "sentence"),
     [
         ("model.depth=0", "model.depth=0 is not allowed: use a whole number >= 1 (the number ..."),
-        ("probe_size=1", "probe_size=1 is not allowed: use a whole number >= 2."),
+        (
+            "probe_size=1",
+            "probe_size=1 is not allowed: use a whole number >= 2 (samples in the probe batch).",
+        ),
         ("init.name=he", "init.name='he' is not allowed: choose one of default, ..."),
     ],
 )

@@ -7,10 +7,8 @@ interrupt a real `scripts/train.py` process are marked slow (about a minute each
 from __future__ import annotations
 
 import json
-import os
+import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,26 +22,15 @@ from gradflow.errors import ConfigError
 from gradflow.nn import MLP
 from gradflow.training.module import ClassifierModule
 from gradflow.training.resume import (
+    RESUMABLE,
     checkpoint_progress,
     merge_overrides,
     resume_argv,
 )
 from gradflow.training.run import run
 from gradflow.training.sweep import format_report, job_statuses
-from tests.helpers import REPO_ROOT, TINY
+from tests.helpers import KILLABLE, REPO_ROOT, TINY, start_train, wait_for
 
-SCRIPT = REPO_ROOT / "scripts" / "train.py"
-# Long enough epochs (250 steps, about half a second here) to be killed in the middle of
-# one; Adam so the net learns.
-KILLABLE = [
-    "data.train_size=2000",
-    "data.val_size=200",
-    "data.batch_size=8",
-    "data.download=false",
-    "trainer.enable_progress_bar=false",
-    "model.width=32",
-    "optimizer=adam",
-]
 # Tags the tiny runs log once per epoch (the module's own; docs/architecture.md).
 EPOCH_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best")
 
@@ -154,6 +141,56 @@ def test_a_resume_refuses_a_change_that_makes_another_run(compose_cfg, tmp_path)
         "model.depth=6 is not allowed: a resumed run keeps the config it started with "
         f"(model.depth=4); to change it, start a new run from the checkpoint: "
         f"ckpt_path={run_dir}/checkpoints/last.ckpt."
+    )
+
+
+def test_step_0_records_survive_two_resumes(compose_cfg, tmp_path):
+    def diagnosed(run_dir: Path, *overrides: str) -> dict:
+        cfg = compose_cfg("optimizer=adam", *overrides)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(run_dir)
+        return run(cfg)
+
+    straight = diagnosed(tmp_path / "straight", "trainer.max_epochs=3")
+    resumed_dir = tmp_path / "resumed"
+    diagnosed(resumed_dir, "trainer.max_epochs=1")
+    diagnosed(resumed_dir, "trainer.max_epochs=2", f"resume={resumed_dir}")
+    resumed = diagnosed(resumed_dir, "trainer.max_epochs=3", f"resume={resumed_dir}")
+    assert resumed["resumed_from"]["steps"] == 16
+    # summary.json (and so compare.py and the HParams column) keep the original step 0.
+    assert resumed["grad_norms"]["first_step"]["step"] == 0
+    assert resumed["grad_norms"]["first_step"] == straight["grad_norms"]["first_step"]
+    assert resumed["activations"]["first_probe"] == straight["activations"]["first_probe"]
+    assert resumed["hparams"]["grad_ratio_step0"] == straight["hparams"]["grad_ratio_step0"]
+    # TensorBoard: step 0's picture, histograms and scalars once, as the straight run drew them.
+    shown, expected = (
+        ea.EventAccumulator(str(d), size_guidance={ea.IMAGES: 0, ea.HISTOGRAMS: 0})
+        for d in (resumed_dir, tmp_path / "straight")
+    )
+    shown.Reload()
+    expected.Reload()
+    for tag in ("figures/activation_histograms", "figures/grad_norm_by_layer"):
+        at_0 = [e for e in shown.Images(tag) if e.step == 0]
+        if tag == "figures/activation_histograms":
+            assert len(at_0) == 1
+            (original,) = (e for e in expected.Images(tag) if e.step == 0)
+            assert at_0[0].encoded_image_string == original.encoded_image_string
+        else:
+            assert not at_0  # drawn at epochs' ends only
+    for tag in ("activations/layer_01", "gradients/layer_01"):
+        assert [e.step for e in shown.Histograms(tag)].count(0) == 1
+    scalars = tensorboard_scalars(resumed_dir)
+    for tag in ("grad_norm/first_last_ratio", "act_std/layer_01"):
+        assert [step for step, _ in scalars[tag]].count(0) == 1
+        assert scalars[tag][0] == tensorboard_scalars(tmp_path / "straight")[tag][0]
+
+
+def test_readme_lists_every_key_a_resume_may_change():
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("**What a resume may change**") :]
+    section = section[: section.index("the list")]
+    assert sorted(k for k in RESUMABLE if k != "resume") == sorted(
+        re.findall(r"`([a-z_.]+)`", section)
     )
 
 
@@ -285,33 +322,12 @@ def test_sweep_report_names_unfinished_jobs(tmp_path):
 # ------------------------------------------------------------------- real processes
 
 
-def _start(*args: str, log_dir: Path) -> subprocess.Popen:
-    cmd = [sys.executable, str(SCRIPT), *args, f"paths.log_dir={log_dir}"]
-    cmd.append(f"paths.data_dir={log_dir.parent / 'data'}")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(root: Path, pattern: str, proc: subprocess.Popen, timeout: float = 240) -> Path:
-    """The first file under `root` matching `pattern`, once the running `proc` wrote it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = sorted(root.glob(pattern))
-        if found:
-            return found[0]
-        if proc.poll() is not None:
-            raise AssertionError(f"exited early ({proc.returncode}): {proc.stderr.read()[-3000:]}")
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError(f"{root}/{pattern} never appeared")
-
-
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(compose_cfg, tmp_path):
     epochs = ["trainer.max_epochs=3"]
     run_dir = tmp_path / "logs" / "killed"
-    proc = _start(*KILLABLE, *epochs, f"hydra.run.dir={run_dir}", log_dir=tmp_path / "logs")
-    _wait_for(run_dir, "checkpoints/last.ckpt", proc)
+    proc = start_train(*KILLABLE, *epochs, f"hydra.run.dir={run_dir}", log_dir=tmp_path / "logs")
+    wait_for(run_dir, "checkpoints/last.ckpt", proc)
     time.sleep(0.15)  # into the second epoch
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
@@ -320,7 +336,7 @@ def test_killed_run_resumes_to_the_same_result(compose_cfg, tmp_path):
     done, _ = checkpoint_progress(run_dir / "checkpoints" / "last.ckpt")
     assert 1 <= done < 3, "the kill came after the last epoch"
 
-    resume = _start(f"resume={run_dir}", log_dir=tmp_path / "logs")
+    resume = start_train(f"resume={run_dir}", log_dir=tmp_path / "logs")
     out, err = resume.communicate(timeout=300)
     assert resume.returncode == 0, err[-3000:]
     resumed = json.loads((run_dir / "summary.json").read_text())
@@ -351,8 +367,8 @@ def test_killed_run_resumes_to_the_same_result(compose_cfg, tmp_path):
 def test_ctrl_c_ends_the_run_cleanly_with_a_checkpoint(tmp_path):
     run_dir = tmp_path / "logs" / "interrupted"
     args = [*KILLABLE, "trainer.max_epochs=3", "callbacks=none", f"hydra.run.dir={run_dir}"]
-    proc = _start(*args, log_dir=tmp_path / "logs")
-    _wait_for(run_dir, "checkpoints/last.ckpt", proc)
+    proc = start_train(*args, log_dir=tmp_path / "logs")
+    wait_for(run_dir, "checkpoints/last.ckpt", proc)
     time.sleep(0.15)  # into the second epoch
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
@@ -371,7 +387,7 @@ def test_sweep_survives_a_rejected_job_and_relaunch_skips_finished_ones(tmp_path
     logs = tmp_path / "logs"
     sweep = logs / "sweep"
     args = ["-m", "model.depth=0,2", *TINY, "callbacks=none", f"hydra.sweep.dir={sweep}"]
-    proc = _start(*args, log_dir=logs)
+    proc = start_train(*args, log_dir=logs)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err[-3000:]  # a job was rejected: the sweep says so
     jobs = job_statuses(sweep)
@@ -387,7 +403,7 @@ def test_sweep_survives_a_rejected_job_and_relaunch_skips_finished_ones(tmp_path
 
     completed = sweep / completed_job / "summary.json"
     before = completed.stat().st_mtime_ns
-    again = _start("-m", f"resume={sweep}", log_dir=logs)
+    again = start_train("-m", f"resume={sweep}", log_dir=logs)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 1, err[-3000:]  # the bad value is still bad
     assert "already completed: nothing to resume" in out + err
@@ -403,8 +419,8 @@ def test_killed_sweep_relaunch_continues_the_unfinished_job(tmp_path):
     logs = tmp_path / "logs"
     sweep = logs / "sweep"
     args = ["-m", "activation=relu,tanh", *KILLABLE, "trainer.max_epochs=2", "callbacks=none"]
-    proc = _start(*args, f"hydra.sweep.dir={sweep}", log_dir=logs)
-    _wait_for(sweep, "1_*/checkpoints/last.ckpt", proc)
+    proc = start_train(*args, f"hydra.sweep.dir={sweep}", log_dir=logs)
+    wait_for(sweep, "1_*/checkpoints/last.ckpt", proc)
     proc.kill()
     proc.communicate(timeout=60)
     job0, job1 = sorted(p for p in sweep.iterdir() if p.is_dir())
@@ -412,7 +428,7 @@ def test_killed_sweep_relaunch_continues_the_unfinished_job(tmp_path):
     assert not (job1 / "summary.json").exists()
     before = (job0 / "summary.json").stat().st_mtime_ns
 
-    again = _start("-m", f"resume={sweep}", log_dir=logs)
+    again = start_train("-m", f"resume={sweep}", log_dir=logs)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err[-3000:]
     assert (job0 / "summary.json").stat().st_mtime_ns == before

@@ -10,7 +10,9 @@ import time
 import urllib.parse
 import urllib.request
 
+import numpy as np
 import pytest
+from torch.utils.tensorboard import SummaryWriter
 
 from gradflow.diagnostics import LAYOUT
 from gradflow.reporting.browser import tensorboard
@@ -18,6 +20,10 @@ from tests.helpers import SIGMOID_BN_JOBS, SIGMOID_BN_SWEEP, train_sweep
 
 pytestmark = pytest.mark.slow
 RUNS = SIGMOID_BN_JOBS
+# A run with more points per tag than TensorBoard keeps by default (10 images, 1,000
+# scalars): only the printed flags serve all of them. (The histograms route draws 51 of
+# whatever is kept, whatever the flags.)
+LONG_RUN, LONG = "long_run", {"images": 12, "scalars": 1_500}
 
 
 class Server:
@@ -44,9 +50,22 @@ def server(tmp_path_factory):
     """A 2-job sweep of a 4-layer sigmoid net, plain and with BatchNorm, made by
     scripts/train.py (its jobs, and its report at the end), served by TensorBoard."""
     sweep = train_sweep(tmp_path_factory.mktemp("tensorboard"), *SIGMOID_BN_SWEEP)
-    with tensorboard(sweep, runs=len(RUNS) + 1) as base:
+    with SummaryWriter(sweep / LONG_RUN) as writer:
+        for step in range(LONG["scalars"]):
+            writer.add_scalar("long/scalar", step, step)
+        for step in range(LONG["images"]):
+            writer.add_image("long/image", np.full((3, 4, 4), step / 20), step)
+    with tensorboard(sweep, runs=len(RUNS) + 2) as base:
         time.sleep(2)  # every plugin's data read
         yield Server(base)
+
+
+def test_the_printed_flags_serve_every_point(server):
+    served = {
+        "images": server.series("images", "images", LONG_RUN, "long/image"),
+        "scalars": server.series("scalars", "scalars", LONG_RUN, "long/scalar"),
+    }
+    assert {kind: len(points) for kind, points in served.items()} == LONG
 
 
 def test_every_image_is_served_and_step_0_survives(server):

@@ -11,11 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gradflow.config import dir_suffix, sweep_subdir, unique_dir
+from gradflow.config import config_dir, dir_suffix, sweep_subdir, unique_dir
 from gradflow.names import TENSORBOARD_FLAGS
+from gradflow.training.hparams import run_hparams
 from gradflow.training.run import run
 from gradflow.training.summary import format_summary
 from tests.helpers import REPO_ROOT, TINY
@@ -85,6 +88,29 @@ def test_hparams_are_what_a_researcher_set_and_the_results(compose_cfg, tmp_path
     hparams = {"_hparams_/experiment", "_hparams_/session_start_info"}
     assert hparams <= set(events.PluginTagToContent("hparams"))  # a run of its own defines it
     assert not [t for t in events.Tags()["scalars"] if t.startswith("hp/")]
+
+
+def test_hparams_name_a_group_by_its_option_and_leave_out_how_a_run_runs():
+    overrides = [
+        "trainer=cpu",
+        "activation=tanh",
+        "data.data_dir=/elsewhere",
+        "data.download=false",
+        "torch_threads=2",
+        "trainer.enable_progress_bar=false",
+        "+trainer.gradient_clip_val=1.0",
+    ]
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        row = run_hparams(cfg, overrides)
+    finally:
+        HydraConfig.instance().cfg = None
+    assert row["trainer"] == "cpu" and row["activation"] == "tanh"
+    assert row["trainer.gradient_clip_val"] == 1.0
+    left_out = ("data.data_dir", "data.download", "torch_threads", "trainer.enable_progress_bar")
+    assert not set(left_out) & set(row)
 
 
 def test_same_seed_gives_identical_metrics(compose_cfg):
@@ -163,6 +189,20 @@ def test_script_runs_from_any_directory(tmp_path):
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert f"logs: {run_dir}" in proc.stdout and "tensorboard --logdir" in proc.stdout
     assert "verdict:" in proc.stdout and summary["verdict"]["labels"]
+    # A quiet console: each line once, nothing third-party a user cannot act on, warnings
+    # (the offline sample) on stderr from gradflow, and train.log holding all of it.
+    lines = proc.stdout.splitlines()
+    assert len(lines) == len(set(lines)), proc.stdout
+    assert lines[0] == "GPU available: False, used: False" or "GPU available: True" in lines[0]
+    assert lines[-len(format_summary(summary, log_dir).splitlines()) :] == (
+        format_summary(summary, log_dir).splitlines()
+    )
+    assert not [line for line in lines + proc.stderr.splitlines() if "Tip" in line or "TPU" in line]
+    (warning,) = proc.stderr.splitlines()
+    assert warning.startswith("warning: MNIST could not be loaded through torchvision")
+    log = (run_dir / "train.log").read_text()
+    assert warning.removeprefix("warning: ") in log and "status: completed" in log
+    assert all(line in log for line in lines)
 
 
 @pytest.mark.slow
@@ -201,6 +241,6 @@ def test_multirun_with_a_diverging_job_completes_the_other(tmp_path):
     statuses = [json.loads(p.read_text())["status"] for p in summaries]
     assert statuses == ["diverged", "completed"]
     diverged = json.loads(summaries[0].read_text())
-    assert diverged["error"].startswith("training diverged at step 0: the gradient of layer_")
+    assert diverged["error"].startswith("training diverged at step 0: the ")
     assert "exploding" in diverged["verdict"]["labels"]
     assert "Traceback" not in proc.stdout + proc.stderr

@@ -12,7 +12,7 @@ what is allowed. Bools are not numbers here, and a float is not a whole number.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from gradflow.errors import ConfigError
@@ -66,3 +66,15 @@ def one_of(key: str, value: T, options: Iterable[Any]) -> T:
     if value in options:
         return value
     raise ConfigError(key, value, "choose one of " + ", ".join(map(str, options)))
+
+
+def check_params(
+    params: Mapping[str, Any], known: Iterable[str], owner: str, prefix: str = ""
+) -> None:
+    """Every key of `params` must be one of `known`, the parameters `owner` (e.g. "the
+    'elu' activation") has; a ConfigError names the first that is not, as `prefix + key`."""
+    known = list(known)
+    for key, value in params.items():
+        if key not in known:
+            listed = f"its parameters are {', '.join(known)}" if known else "it has none"
+            raise ConfigError(f"{prefix}{key}", value, f"{owner} has no such parameter; {listed}")

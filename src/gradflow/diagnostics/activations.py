@@ -44,7 +44,7 @@ from gradflow.diagnostics.common import (
     tracked_model,
 )
 from gradflow.diagnostics.figures import ActivationHistogramGrid
-from gradflow.diagnostics.probe import ProbeCapture, capture_probe, probe_batch
+from gradflow.diagnostics.probe import ProbeCapture, capture_probe, check_probe_size, probe_batch
 from gradflow.diagnostics.stats import norms, rms, saturation_stats, spread
 from gradflow.names import GRAD_NORM
 from gradflow.nn.models import TrackedModel
@@ -97,7 +97,7 @@ class ActivationMonitor(L.Callback):
         figures_every_n_epochs: int = 5,
         backprop_signal: bool = True,
     ) -> None:
-        self.probe_size = whole("probe_size", probe_size, minimum=2)
+        self.probe_size = check_probe_size(probe_size)
         self.every_n_epochs = whole("every_n_epochs", every_n_epochs, minimum=0)
         self.histograms = histograms
         self.figures_every_n_epochs = whole(

@@ -15,13 +15,18 @@ layer's median norm over the epoch's logged steps) at the end of every
 `figures_every_n_epochs`-th epoch and of the last one. End-of-epoch values go to the
 epoch's last optimizer step (`epoch_end_step`), with every other end-of-epoch value.
 
-Cost: nothing at all at other steps; at a logged step one norm per parameter, stacked on
-the device, and one device-to-host transfer (finiteness is judged on the fetched numbers,
-so it is free).
-A NaN/Inf appearing between logged steps is caught at the next one (the weights stay
-non-finite once a step used a non-finite gradient), and at each epoch's end; set
-`check_finite_every_step` to stop at the exact step, at one host sync per step.
-Lightning's `detect_anomaly` is far slower and names no layer.
+Divergence: a NaN/Inf loss or weight gradient stops the run with DivergedError naming
+the exact optimizer step and the layers whose gradient was not finite (or "the loss").
+Every step adds to a flag kept on the device (which step first went non-finite, and
+where); it is read with the next logged step's transfer, before validation and at the
+epoch's end, so no step waits for the host. Up to `log_every_n_steps` - 1 steps may run
+on after the bad one, and nothing they compute is logged: the run stops before the next
+logged step, validation or end-of-epoch value. Lightning's `detect_anomaly` is far
+slower and names no layer.
+
+Cost at other steps: one sum per tracked layer's gradient and a few element-wise
+operations, all on the device; at a logged step one norm per parameter, stacked on the
+device, and one device-to-host transfer.
 """
 
 from __future__ import annotations
@@ -62,8 +67,6 @@ class GradientMonitor(L.Callback):
             N-th epoch (0: never).
         figures_every_n_epochs: the per-layer bar chart every N epochs and at the last
             (0: never).
-        check_finite_every_step: also check the loss and gradients at every step (one
-            host sync per step) to stop at the exact step a NaN/Inf appears.
     """
 
     def __init__(
@@ -71,7 +74,6 @@ class GradientMonitor(L.Callback):
         log_every_n_steps: int | None = None,
         histogram_every_n_epochs: int = 1,
         figures_every_n_epochs: int = 5,
-        check_finite_every_step: bool = False,
     ) -> None:
         if log_every_n_steps is not None:
             whole("log_every_n_steps", log_every_n_steps, minimum=0, null="for the Trainer's")
@@ -82,11 +84,15 @@ class GradientMonitor(L.Callback):
         self.figures_every_n_epochs = whole(
             "figures_every_n_epochs", figures_every_n_epochs, minimum=0
         )
-        self.check_finite_every_step = check_finite_every_step
         self.first_row: Row | None = None  # the first logged step's norms (summary.json)
         self.last_row: Row | None = None
         self.diverged_at_step: int | None = None
-        self.fetches = 0  # device-to-host transfers of statistics, for tests and benchmarks
+        self.fetches = 0  # device-to-host transfers, for tests and benchmarks
+        # The device-side divergence flag: the first non-finite step (-1: none yet), and the
+        # loss and which of (layers..., loss) were non-finite at that step.
+        self._bad_step: torch.Tensor | None = None
+        self._bad_where: torch.Tensor | None = None
+        self._bad_loss: torch.Tensor | None = None
         self._epoch_rows: list[Row] = []
         self._previous_rows: list[Row] = []
         self._loss: torch.Tensor | None = None
@@ -99,6 +105,12 @@ class GradientMonitor(L.Callback):
             return
         self._layers = tracked_model(pl_module).tracked_layers()
         self._params = [(n, p) for n, p in pl_module.named_parameters() if p.requires_grad]
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        device = pl_module.device
+        self._bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self._bad_where = torch.zeros(len(self._layers) + 1, dtype=torch.bool, device=device)
+        self._bad_loss = torch.zeros((), device=device)
 
     def state_dict(self) -> dict[str, Any]:
         # Step 0's norms stay the run's first row however often it is resumed.
@@ -141,18 +153,23 @@ class GradientMonitor(L.Callback):
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
+        step = trainer.global_step
         if self.is_logging_step(trainer):
-            self._log_step(trainer, optimizer)
-        elif self.check_finite_every_step:
-            self._check_finite(trainer.global_step)
+            self._log_step(trainer, optimizer)  # watches this step too
+        else:
+            self._watch(step, norms([layer.weight.grad for layer in self._with_grad()]))
         if self._histograms_due:  # at the epoch's last step, its end-of-epoch step
-            self._log_histograms(trainer, trainer.global_step)
+            self._log_histograms(trainer, step)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._stop_if_diverged()  # nothing evaluated on non-finite weights is logged
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step == 0:
             return
+        self._stop_if_diverged()  # before any end-of-epoch value (the callbacks' go first)
         step = epoch_end_step(trainer)
-        self._check_finite(step)  # the last step may have gone unlogged: one sync per epoch
         writers = tensorboard_writers(trainer)
         medians = self.epoch_medians()
         if not (writers and medians and epoch_due(trainer, self.figures_every_n_epochs)):
@@ -161,6 +178,9 @@ class GradientMonitor(L.Callback):
         n = medians["n_steps"]
         title = f"epoch {trainer.current_epoch + 1}: median of {n} logged step{'s' * (n != 1)}"
         log_image(writers, "figures/grad_norm_by_layer", self._chart.draw(layers, title), step)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_if_diverged()  # a max_steps stop mid-epoch
 
     # -- the logged step ----------------------------------------------------------------
     def _log_step(self, trainer: L.Trainer, optimizer: torch.optim.Optimizer) -> None:
@@ -171,12 +191,14 @@ class GradientMonitor(L.Callback):
         by_param = {id(p): norm for p, norm in zip(with_grad, grad_norms, strict=True)}
         zero = weights[0].new_zeros((), dtype=torch.float32)
         loss = self._loss if self._loss is not None else zero
+        self._watch(step, [by_param[id(w)] for w in weights if id(w) in by_param])
         packed = torch.stack(
             [
                 *(by_param.get(id(w), zero) for w in weights),
                 *norms(weights),
                 torch.linalg.vector_norm(torch.stack(grad_norms)),
                 loss.to(zero),
+                *self._flag().to(zero),
             ]
         )
         values = packed.tolist()  # the step's one device-to-host transfer
@@ -184,9 +206,8 @@ class GradientMonitor(L.Callback):
         n = len(weights)
         names = list(self._layers)
         by_layer = dict(zip(names, values[:n], strict=True))
-        total_norm, loss_value = values[2 * n :]
-        if not all(map(math.isfinite, [*by_layer.values(), total_norm, loss_value])):
-            self._diverge(step, by_layer, loss_value)
+        total_norm, loss_value = values[2 * n : 2 * n + 2]
+        self._diverge_if(values[2 * n + 2 :])  # this step included: the flag has seen it
         lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
         updates = {
             name: float(lr_of.get(id(w), 0.0)) * by_layer[name] / w_norm if w_norm else math.inf
@@ -220,37 +241,55 @@ class GradientMonitor(L.Callback):
             )
 
     # -- divergence ---------------------------------------------------------------------
-    def _check_finite(self, step: int) -> None:
-        """One reduction on the device and one host sync over the loss and every gradient."""
-        grads = [p.grad for _, p in self._params if p.grad is not None]
-        parts = [torch.stack(norms(grads)).sum()] if grads else []
-        if self._loss is not None:
-            parts.append(self._loss.float().to(parts[0].device) if parts else self._loss.float())
-        if parts and not bool(torch.isfinite(torch.stack(parts).sum())):
-            by_layer = {
-                n: float(layer.weight.grad.norm()) if layer.weight.grad is not None else 0.0
-                for n, layer in self._layers.items()
-            }
-            loss = float(self._loss) if self._loss is not None else math.nan
-            self._diverge(step, by_layer, loss)
+    def _with_grad(self) -> list[torch.nn.Module]:
+        return [layer for layer in self._layers.values() if layer.weight.grad is not None]
 
-    def _diverge(self, step: int, by_layer: dict[str, float], loss: float) -> None:
-        self.diverged_at_step = step
-        bad_layer = next((name for name, v in by_layer.items() if not math.isfinite(v)), None)
-        if bad_layer is None:
-            bad_layer = next(
-                (
-                    name
-                    for name, p in self._params
-                    if p.grad is not None and not bool(torch.isfinite(p.grad).all())
-                ),
-                None,
-            )
-        what = (
-            f"the gradient of {bad_layer} is not finite" if bad_layer else "the loss is not finite"
+    def _watch(self, step: int, grad_norms: list[torch.Tensor]) -> None:
+        """Add this step to the device-side flag: no host sync. `grad_norms`: the norms of
+        the tracked layers' weight gradients (of the layers that have one, in order)."""
+        if self._bad_step is None:
+            return
+        zero = self._bad_loss.new_zeros(())
+        by_layer = dict(zip(map(id, self._with_grad()), grad_norms, strict=True))
+        loss = self._loss.float() if self._loss is not None else zero
+        values = [by_layer.get(id(layer), zero) for layer in self._layers.values()]
+        where = ~torch.isfinite(torch.stack([*values, loss]))
+        first = where.any() & (self._bad_step < 0)
+        self._bad_step = torch.where(first, step, self._bad_step)
+        self._bad_where = torch.where(first, where, self._bad_where)
+        self._bad_loss = torch.where(first, loss, self._bad_loss)
+
+    def _flag(self) -> torch.Tensor:
+        """(first bad step, loss there, where...) as one float vector on the device."""
+        return torch.cat(
+            [self._bad_step.float().view(1), self._bad_loss.view(1), self._bad_where.float()]
         )
+
+    def _stop_if_diverged(self) -> None:
+        if self._bad_step is not None:
+            self._diverge_if(self._flag().tolist())  # one device-to-host transfer
+            self.fetches += 1
+
+    def _diverge_if(self, flag: list[float]) -> None:
+        step, loss, *where = flag
+        if step < 0:
+            return
+        self.diverged_at_step = int(step)
+        *layers_bad, loss_bad = where
+        layers = [name for name, bad in zip(self._layers, layers_bad, strict=True) if bad]
+        if loss_bad or not layers:  # a non-finite loss makes every gradient so: name the cause
+            what = "the loss is not finite"
+        elif len(layers) == 1:
+            what = f"the gradient norm of {layers[0]} is not finite"
+        else:
+            named = (
+                " and ".join(layers)
+                if len(layers) <= 3
+                else (f"{layers[0]}, {layers[1]} and {len(layers) - 2} more layers")
+            )
+            what = f"the gradient norms of {named} are not finite"
         raise DivergedError(
-            f"training diverged at step {step}: {what} (loss={loss:.4g}); try a smaller "
+            f"training diverged at step {int(step)}: {what} (loss={loss:.4g}); try a smaller "
             f"optimizer.lr or clip gradients (+trainer.gradient_clip_val=1.0)"
         )
 

@@ -8,9 +8,12 @@ them): each layer one line, every run's lines in the same chart, the gradient st
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 
 from gradflow.diagnostics.common import LOG10, tensorboard_writers
+from gradflow.diagnostics.verdict import VerdictThresholds
 from gradflow.names import FIRST_LAST_RATIO, GRAD_NORM, TRAIN_ACC, TRAIN_LOSS, VAL_ACC, VAL_LOSS
 
 PER_LAYER = r"/layer_\d+$"
@@ -25,6 +28,8 @@ def _log10(tag: str) -> str:
     return f"^{LOG10}/{tag}"
 
 
+# The verdict's vanishing threshold on the chart's log10 axis.
+VANISHING_LOG10 = math.log10(VerdictThresholds().vanishing_ratio)
 LAYOUT = {
     "1. gradients: which layer's gradient vanishes?": {
         "log10 weight-gradient norm per layer, grad_norm/layer_k": _lines(
@@ -38,9 +43,8 @@ LAYOUT = {
         ),
     },
     "2. runs side by side: does the fix help?": {
-        "log10 first / last layer gradient (0: balanced, below -1.3: vanishing)": _lines(
-            _log10(FIRST_LAST_RATIO) + "$"
-        ),
+        f"log10 first / last layer gradient (0: balanced, below {VANISHING_LOG10:.1f}: "
+        "vanishing)": _lines(_log10(FIRST_LAST_RATIO) + "$"),
         "validation accuracy": _lines(f"^{VAL_ACC}$"),
     },
     "3. activations per hidden layer": {

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gradflow.checks import whole
 from gradflow.nn.models import TrackedModel
 
 
@@ -35,6 +36,11 @@ class ProbeCapture:
     bn_out: dict[str, torch.Tensor] = field(default_factory=dict)
     res_skip: dict[str, torch.Tensor] = field(default_factory=dict)
     res_branch: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def check_probe_size(n: int) -> int:
+    """The probe batch's size: two samples at least, as a standard deviation needs."""
+    return whole("probe_size", n, minimum=2, what="samples in the probe batch")
 
 
 def probe_batch(
@@ -140,7 +146,7 @@ def capture_probe(
         with (
             torch.inference_mode(False),
             _probe_state(model, x.device),
-            torch.set_grad_enabled(backprop),
+            torch.set_grad_enabled(backprop or weight_grads),
         ):
             logits = model(x)
             signals: dict[str, torch.Tensor] = {}

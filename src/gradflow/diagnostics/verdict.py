@@ -50,7 +50,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from gradflow.checks import number, one_of
+from gradflow.checks import check_params, number
 
 LABELS = ("healthy", "vanishing", "exploding", "saturated", "dead_units")
 
@@ -74,9 +74,8 @@ class VerdictThresholds:
         threshold's name and a number > 0 (a ConfigError names the key otherwise)."""
         if isinstance(values, VerdictThresholds):
             return values
-        known = [f.name for f in fields(cls)]
+        check_params(values or {}, [f.name for f in fields(cls)], "the verdict", "thresholds.")
         for key, value in (values or {}).items():
-            one_of("thresholds", key, known)
             number(f"thresholds.{key}", value)
         return cls(**{k: float(v) for k, v in (values or {}).items()})
 

@@ -26,6 +26,7 @@ from gradflow.diagnostics.common import (
 )
 from gradflow.diagnostics.gradients import GradientMonitor
 from gradflow.diagnostics.verdict import Verdict, VerdictThresholds, judge
+from gradflow.names import VAL_LOSS
 
 
 def _layer_values(probe: Mapping[str, Any] | None, prefix: str) -> dict[str, float] | None:
@@ -108,7 +109,7 @@ class VerdictMonitor(L.Callback):
 
     def _val_loss(self) -> float | None:
         # Validation runs before on_train_epoch_end, so this is the current epoch's.
-        value = self._trainer.callback_metrics.get("val/loss") if self._trainer else None
+        value = self._trainer.callback_metrics.get(VAL_LOSS) if self._trainer else None
         return float(value) if value is not None else None
 
     def verdict_text(self) -> str:

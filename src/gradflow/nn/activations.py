@@ -16,8 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from gradflow.checks import one_of
-from gradflow.errors import ConfigError
+from gradflow.checks import check_params, one_of
 
 # How an activation flattens: on both sides (sigmoid, tanh: a unit can be stuck high
 # or low), on one side (ReLU family: a flat unit is merely inactive), or never.
@@ -78,14 +77,6 @@ def spec_label(name: str, params: Mapping[str, Any]) -> str:
     return ":".join([name, *shown])
 
 
-def check_params(name: str, params: Mapping[str, Any], known: Mapping[str, Any], what: str) -> None:
-    """Every key of `params` must be one of `known` (the registry's parameters of `name`)."""
-    for key, value in params.items():
-        if key not in known:
-            listed = f"its parameters are {', '.join(known)}" if known else "it has none"
-            raise ConfigError(key, value, f"the {name!r} {what} has no such parameter; {listed}")
-
-
 def get_activation_info(spec: str | Mapping[str, Any]) -> ActivationInfo:
     """Look up an activation by name (or by a `{name: ..., **params}` mapping)."""
     name, _ = split_spec(spec)
@@ -96,7 +87,7 @@ def activation_params(spec: str | Mapping[str, Any]) -> dict[str, Any]:
     """The activation's parameters, defaults filled in (e.g. leaky_relu's slope)."""
     name, params = split_spec(spec)
     info = get_activation_info(name)
-    check_params(name, params, info.defaults, "activation")
+    check_params(params, info.defaults, f"the {name!r} activation")
     return {**info.defaults, **params}
 
 

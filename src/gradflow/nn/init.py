@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from gradflow.checks import number, one_of
-from gradflow.nn.activations import ActivationInfo, activation_params, check_params, split_spec
+from gradflow.checks import check_params, number, one_of
+from gradflow.nn.activations import ActivationInfo, activation_params, split_spec
 
 WeightInit = Callable[[nn.Linear, str, float, dict[str, Any]], None]
 
@@ -84,10 +84,10 @@ def init_params(spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     name, params = split_spec(spec)
     one_of("name", name, [*INIT_SCHEMES, MATCHED])
     if name == MATCHED:  # resolved against the activation by the model
-        check_params(name, params, {}, "init")
+        check_params(params, {}, f"the {name!r} init")
         return name, {}
     defaults = INIT_SCHEMES[name][1]
-    check_params(name, params, defaults, "init")
+    check_params(params, defaults, f"the {name!r} init")
     merged = {**defaults, **params}
     for key, meaning in PARAMETER_MEANINGS.items():
         if key in merged:

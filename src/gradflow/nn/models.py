@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
-from gradflow.checks import number, one_of, whole
+from gradflow.checks import is_whole, number, one_of, whole
 from gradflow.errors import ConfigError
 from gradflow.nn.activations import build_activation, get_activation_info
 from gradflow.nn.init import init_linear, init_params, resolve_matched_init
@@ -34,10 +34,12 @@ def resolve_hidden_sizes(
 ) -> list[int]:
     """`hidden_sizes` wins when given; otherwise `depth` layers of `width` units."""
     if hidden_sizes is not None:
-        sizes = list(hidden_sizes)
-        if not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1
-                                for s in sizes):  # fmt: skip
-            raise ConfigError("hidden_sizes", sizes, "use a non-empty list of whole numbers >= 1")
+        listed = isinstance(hidden_sizes, Sequence) and not isinstance(hidden_sizes, str)
+        sizes = list(hidden_sizes) if listed else []
+        if not sizes or not all(is_whole(s) and s >= 1 for s in sizes):
+            raise ConfigError(
+                "hidden_sizes", hidden_sizes, "use a non-empty list of whole numbers >= 1"
+            )
         return sizes
     depth = whole("depth", depth, what="the number of hidden layers")
     return [whole("width", width, what="units per hidden layer")] * depth

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gradflow.names import TRAIN_ACC, VAL_ACC
+from gradflow.names import COMPLETED, TRAIN_ACC, VAL_ACC
 from gradflow.reporting import figures
 from gradflow.reporting.events import HistogramFilter
 from gradflow.reporting.plotting import save_figure
@@ -66,7 +66,7 @@ def _markdown(comparison: Comparison, sources: Sequence[str | Path]) -> str:
             "diverged runs; gradient ratio as geometric mean ×/÷ geometric std.\n",
             seeds_markdown(comparison.seeds),
         ]
-    problems = [r for r in table.to_dict("records") if r["status"] != "completed"]
+    problems = [r for r in table.to_dict("records") if r["status"] != COMPLETED]
     if problems:
         parts.append("## Runs that did not complete\n")
         parts += [

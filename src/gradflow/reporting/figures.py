@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from gradflow.names import ACTIVATIONS, GRAD_NORM
+from gradflow.names import ACTIVATIONS, COMPLETED, GRAD_NORM
 from gradflow.reporting.events import histogram_at, histogram_density, layer_number, layer_values
 from gradflow.reporting.events import per_epoch as events_per_epoch
 from gradflow.reporting.plotting import hide_unused, new_figure, note_no_data
@@ -44,14 +44,14 @@ def run_styles(runs: Sequence[Run]) -> dict[Path, dict]:
     return {
         run.path: {
             "color": colors[run.group_key],
-            "linestyle": "-" if run.status == "completed" else "--",
+            "linestyle": "-" if run.status == COMPLETED else "--",
         }
         for run in runs
     }
 
 
 def _legend_label(run: Run, label: str) -> str:
-    return label if run.status == "completed" else f"{label} ({run.status})"
+    return label if run.status == COMPLETED else f"{label} ({run.status})"
 
 
 def _legend(fig: Figure, axes: np.ndarray) -> None:

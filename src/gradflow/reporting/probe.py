@@ -78,8 +78,10 @@ def _plot_per_depth(records: pd.DataFrame, column: str, ylabel: str, title: str)
     activations = list(dict.fromkeys(records["activation"]))
     styles = ["-", "--", ":", "-."]
     for ax, depth in zip(axes.flat, depths, strict=False):
-        configs = records[records["depth"] == depth].groupby(["init", "activation"], sort=False)
-        for (init, act), group in configs:
+        keys = ["model", "init", "activation"]
+        configs = records[records["depth"] == depth].groupby(keys, sort=False)
+        several_models = records["model"].nunique() > 1
+        for (model, init, act), group in configs:
             style = {
                 "color": f"C{inits.index(init) % 10}",
                 "linestyle": styles[activations.index(act) % len(styles)],
@@ -87,7 +89,10 @@ def _plot_per_depth(records: pd.DataFrame, column: str, ylabel: str, title: str)
             x = group["layer_index"].to_numpy()
             y = group[column].to_numpy(dtype=float)
             shown = np.isfinite(y) & (y > 0)  # a log axis cannot show 0, inf or NaN
-            ax.plot(x[shown], y[shown], marker=".", label=f"{act} · {init}", **style)
+            label = f"{model} · {act} · {init}" if several_models else f"{act} · {init}"
+            if several_models:  # the model by the marker: each (init, activation) keeps its line
+                style["marker"] = "os^Dv"[list(records["model"].unique()).index(model) % 5]
+            ax.plot(x[shown], y[shown], **{"marker": ".", **style}, label=label)
             # Mark what the log axis drops at the panel's edges, so overflow stays visible.
             edge = ax.get_xaxis_transform()
             for mask, height, marker in ((~np.isfinite(y), 0.97, "x"), (y == 0, 0.03, "v")):

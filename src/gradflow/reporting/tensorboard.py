@@ -18,7 +18,6 @@ from google.protobuf import struct_pb2
 from PIL import Image
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
-from torch.utils.tensorboard import SummaryWriter
 
 from gradflow.names import HPARAMS_METRICS
 from gradflow.reporting.events import find_event_files
@@ -67,6 +66,10 @@ def write_report_run(
 ) -> None:
     """The report folder as a TensorBoard run: each PNG as an image, the Markdown as text,
     and, when the runs wrote HParams rows, the table's definition."""
+    # Here, not at the top: torch takes seconds to import, and compare.py --help needs none.
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.writer import FileWriter
+
     for old in find_event_files(out_dir):
         if old.parent == out_dir:
             old.unlink()
@@ -76,5 +79,7 @@ def write_report_run(
                 pixels = np.asarray(image.convert("RGB"))
             writer.add_image(f"{REPORT_TAG}/{Path(name).stem}", pixels, 0, dataformats="HWC")
         writer.add_text(f"{REPORT_TAG}/tables", markdown, 0)
-        if rows:
-            writer.file_writer.add_summary(sweep_definition(rows))
+    if rows:  # a raw summary: FileWriter's add_summary (SummaryWriter has no public one)
+        definition = FileWriter(str(out_dir))
+        definition.add_summary(sweep_definition(rows))
+        definition.close()

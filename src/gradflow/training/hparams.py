@@ -24,8 +24,8 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
+from torch.utils.tensorboard.writer import FileWriter
 
 from gradflow.config import override_key
 from gradflow.names import HPARAMS_METRICS
@@ -43,6 +43,8 @@ VERDICT, GRAD_RATIO_STEP0 = "verdict", "grad_ratio_step0"
 NOT_HPARAMS = (
     *("paths", "hydra", "resume", "ckpt_path", "tags", "task_name", "progress_bar"),
     *("callbacks", "checkpoint", "logger"),  # what is recorded, not what is trained
+    *("data.data_dir", "data.download", "data.offline_fallback"),  # where, not what
+    *("torch_threads", "trainer.enable_progress_bar", "hparams_search"),  # how it runs
 )
 # Keys of the command line a column above already shows (activation.* and init.* are in
 # their columns' labels).
@@ -83,7 +85,8 @@ def run_hparams(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
         key = override_key(override)
         shown = key in row or key in SHOWN or key.startswith(("activation.", "init."))
         if not shown and not key.startswith(NOT_HPARAMS) and "/" not in key:
-            value = OmegaConf.select(cfg, key, default=None)
+            # A group (trainer=gpu) by the option chosen, a key by its value.
+            value = choices[key] if key in choices else OmegaConf.select(cfg, key, default=None)
             row[key] = value if isinstance(value, bool | int | float | str) else str(value)
     return {k: v for k, v in row.items() if v is not None}
 
@@ -106,9 +109,10 @@ def write_hparams(loggers: list[Logger], row: dict[str, Any], whole: bool) -> No
         if not isinstance(logger, TensorBoardLogger):
             continue
         # A writer of its own (the fit closed the logger's), as SummaryWriter.add_hparams does.
-        with SummaryWriter(log_dir=logger.log_dir) as writer:
-            for summary in (experiment, start, end) if whole else (start, end):
-                writer.file_writer.add_summary(summary)
+        writer = FileWriter(logger.log_dir)
+        for summary in (experiment, start, end) if whole else (start, end):
+            writer.add_summary(summary)
+        writer.close()
         save_hparams_to_yaml(Path(logger.log_dir) / logger.NAME_HPARAMS_FILE, row)
 
 

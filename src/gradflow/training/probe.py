@@ -16,8 +16,8 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from gradflow.checks import whole
 from gradflow.diagnostics import capture_probe, probe_statistics
+from gradflow.diagnostics.probe import check_probe_size
 from gradflow.names import PROBE_COLUMNS, PROBE_JOB_FILE, PROBE_STATISTICS
 from gradflow.nn.activations import activation_params, spec_label, split_spec
 from gradflow.nn.init import init_params
@@ -29,7 +29,7 @@ def probe(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
     `probe.csv`; and a line saying where the probe batch came from."""
     seed_and_threads(cfg)
     datamodule, model = build_network(cfg)
-    x, y = datamodule.probe_batch(whole("probe_size", cfg.probe_size, minimum=2))
+    x, y = datamodule.probe_batch(check_probe_size(cfg.probe_size))
     stats = probe_statistics(model, capture_probe(model, x, y, weight_grads=True))
     values = dict(zip(stats, torch.stack(list(stats.values())).tolist(), strict=True))
     layers = list(model.tracked_layers())

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from gradflow.config import override_key, write_text_atomic
+from gradflow.config import hydra_quote, override_key, write_text_atomic
 from gradflow.errors import ConfigError
 from gradflow.names import (
     CHECKPOINT_DIR,
@@ -90,7 +90,8 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> ResumePoint:
         if resuming:
             log.warning("%s has no checkpoint to continue from: starting over.", run_dir)
         return ResumePoint(purge_step=0 if resuming else None)
-    epochs, steps = checkpoint_progress(Path(checkpoint))
+    key = "ckpt_path" if cfg.get("ckpt_path") else RESUME_KEY
+    epochs, steps = checkpoint_progress(Path(checkpoint), key)
     origin = {"checkpoint": str(checkpoint), "epochs": epochs, "steps": steps}
     return ResumePoint(Path(checkpoint), steps, origin)
 
@@ -101,13 +102,22 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def checkpoint_progress(path: Path) -> tuple[int, int]:
-    """(epochs completed, optimizer steps taken) recorded in a Lightning checkpoint."""
+def checkpoint_progress(path: Path, key: str = "ckpt_path") -> tuple[int, int]:
+    """(epochs completed, optimizer steps taken) recorded in a Lightning checkpoint; a
+    ConfigError naming `key` when `path` is not one."""
     import torch  # here: scripts/train.py imports this module before torch is needed
 
-    # Our own file, written by this code: it holds the optimizer partial, not only tensors.
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    return int(checkpoint["epoch"]) + 1, int(checkpoint["global_step"])
+    try:
+        # A file a gradflow run wrote: it holds the optimizer partial, not only tensors.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        return int(checkpoint["epoch"]) + 1, int(checkpoint["global_step"])
+    except Exception:  # noqa: BLE001 - whatever torch.load says, it is not a checkpoint
+        raise ConfigError(
+            key,
+            str(path),
+            f"{path.name} is not a Lightning checkpoint (torch.load cannot read one from it); "
+            f"give one a gradflow run wrote, such as <run dir>/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}",
+        ) from None
 
 
 def finished_summary(run_dir: Path, max_epochs: int | None) -> dict[str, Any] | None:
@@ -188,11 +198,6 @@ def record_resume(run_dir: Path, cfg: DictConfig, overrides: Sequence[str]) -> l
 
 
 # ---------------------------------------------------------------------- command line
-
-
-def hydra_quote(value: str | Path) -> str:
-    """A value as a quoted Hydra override string: commas, '=' and spaces stay literal."""
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def resume_argv(argv: Sequence[str]) -> list[str]:

@@ -28,7 +28,7 @@ from gradflow.names import COMPLETED, HYDRA_DIR, INTERRUPTED, TERMINATED
 from gradflow.nn.activations import activation_params
 from gradflow.nn.init import init_params
 from gradflow.nn.models import TrackedModel
-from gradflow.training import preflight
+from gradflow.training import console, preflight
 from gradflow.training.module import ClassifierModule
 from gradflow.training.resume import (
     RESUME_KEY,
@@ -48,6 +48,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     A config rejected before training raises its ConfigError and leaves no run behind: the
     directory made for it goes (a resumed run's, which holds more, stays as it was).
     """
+    console.quiet()
     run_dir = output_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     resuming = cfg.get(RESUME_KEY) is not None
@@ -91,7 +92,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             raise cause from None
         if summary.failed(err):
             log.exception("run failed")
-    data = datamodule.source_info if datamodule is not None else None
+    data = None
+    if datamodule is not None and datamodule.source_info is not None:
+        data = {**datamodule.source_info, **(datamodule.usage() or {})}
     return summary.write(trainer, callbacks, data, loggers)
 
 

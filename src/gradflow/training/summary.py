@@ -202,6 +202,7 @@ def format_summary(summary: Mapping[str, Any], log_root: Path) -> str:
     """The few lines a run ends with: status, accuracy, loss, verdict, where the logs are."""
     final = summary.get("metrics", {}).get("final", {})
     best = summary.get("metrics", {}).get("best", {}).get(VAL_ACC_BEST)
+    epochs = summary.get("epochs", 0)
 
     def fmt(v: Any) -> str:
         return "n/a" if v is None else f"{v:.4f}"
@@ -210,7 +211,7 @@ def format_summary(summary: Mapping[str, Any], log_root: Path) -> str:
         f"status: {summary['status']}" + (f" - {summary['error']}" if summary.get("error") else ""),
         f"val/acc {fmt(final.get(VAL_ACC))} (best {fmt(best)}), "
         f"val/loss {fmt(final.get(VAL_LOSS))}, "
-        f"train/acc {fmt(final.get(TRAIN_ACC))}, {summary.get('epochs', 0)} epochs "
+        f"train/acc {fmt(final.get(TRAIN_ACC))}, {epochs} epoch{'s' * (epochs != 1)} "
         f"in {summary.get('timing', {}).get('total_s', 0):.1f} s",
     ]
     verdict = summary.get("verdict")
@@ -219,8 +220,8 @@ def format_summary(summary: Mapping[str, Any], log_root: Path) -> str:
     data = summary.get("data") or {}
     if data:
         lines.append(
-            f"data: {data.get('description', data.get('source'))} "
-            f"({data.get('train_size')} train / {data.get('val_size')} val)"
+            f"data: {data.get('description', data.get('source'))}: "
+            f"{data.get('train_size'):,} train / {data.get('val_size'):,} val"
         )
     lines += [
         f"logs: {summary['run_dir']}",
