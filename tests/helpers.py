@@ -140,3 +140,21 @@ def wait_for(root: Path, pattern: str, proc: subprocess.Popen, timeout: float = 
         time.sleep(0.05)
     proc.kill()
     raise AssertionError(f"{root}/{pattern} never appeared")
+
+
+def processes_with(variable: str) -> dict[int, str]:
+    """{pid: command line} of the live processes (zombies aside, this one too) whose
+    environment holds `variable` (NAME=value): what a test started and what they started."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):  # gone, or not ours to read
+            continue
+        if variable.encode() in environ and state not in ("Z", "X"):
+            found[int(proc.name)] = cmdline
+    return found

@@ -27,7 +27,7 @@ from gradflow.training import orphans
 from gradflow.training import run as run_module
 from gradflow.training.resume import checkpoint_progress
 from gradflow.training.run import build_trainer
-from tests.helpers import REPO_ROOT, TINY
+from tests.helpers import REPO_ROOT, TINY, processes_with
 
 SCRIPT = REPO_ROOT / "scripts" / "train.py"
 
@@ -186,19 +186,8 @@ SWEEP_TAG = "GRADFLOW_TEST_SWEEP"  # in the environment of every process of the 
 
 
 def _tagged(tag: str) -> dict[int, str]:
-    """{pid: command line} of the live processes whose environment holds SWEEP_TAG=tag: the
-    sweep's process and every process it started."""
-    found = {}
-    for proc in Path("/proc").iterdir():
-        try:
-            environ = (proc / "environ").read_bytes().split(b"\0")
-            state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, IndexError):  # not a process, someone else's, or gone
-            continue
-        if f"{SWEEP_TAG}={tag}".encode() in environ and state not in ("Z", "X"):
-            found[int(proc.name)] = cmdline
-    return found
+    """{pid: command line} of the sweep's process and every process it started."""
+    return processes_with(f"{SWEEP_TAG}={tag}")
 
 
 def _shared_memory(pid: int) -> list[Path]:

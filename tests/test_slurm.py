@@ -32,7 +32,7 @@ from omegaconf import open_dict
 from gradflow.training.resume import checkpoint_progress
 from gradflow.training.run import run
 from gradflow.training.sweep import job_statuses
-from tests.helpers import KILLABLE, start_train, wait_for
+from tests.helpers import KILLABLE, processes_with, start_train, wait_for
 
 PACKAGES = "slurmctld slurmd munge"
 # The daemons, and the client commands that submitit and this test run.
@@ -207,23 +207,8 @@ def _end_cluster(cluster: Cluster, daemons: dict[str, subprocess.Popen]) -> None
         except subprocess.TimeoutExpired:
             daemon.kill()
             daemon.wait()
-    for pid in _processes_with(f"SLURM_CONF={cluster.conf}"):
+    for pid in processes_with(f"SLURM_CONF={cluster.conf}"):
         os.kill(pid, signal.SIGKILL)
-
-
-def _processes_with(variable: str) -> list[int]:
-    """The live processes (but this one) whose environment holds `variable` (NAME=value)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            environ = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:  # gone, or not ours to read
-            continue
-        if variable.encode() in environ:
-            found.append(int(proc.name))
-    return found
 
 
 @pytest.mark.slow
