@@ -35,6 +35,9 @@ def spread(values: torch.Tensor) -> torch.Tensor:
     return values.float().std(correction=0)
 
 
-def norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Each tensor's L2 norm, in float32 whatever its dtype, as 0-d tensors on its device."""
-    return [torch.linalg.vector_norm(t, dtype=torch.float32) for t in tensors]
+def norms(tensors: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    """Each tensor's L2 norm, in float32 whatever its dtype, as 0-d tensors on its device
+    (None for None: a parameter without a gradient)."""
+    return [
+        None if t is None else torch.linalg.vector_norm(t, dtype=torch.float32) for t in tensors
+    ]
