@@ -23,7 +23,7 @@ from gradflow.config import config_dir, quote_paths
 from gradflow.errors import GradflowError
 from gradflow.names import FAILED, INTERRUPTED, TERMINATED
 from gradflow.training.console import log
-from gradflow.training.orphans import exit_with_sweep_process, mark_sweep_process
+from gradflow.training.orphans import exit_with_sweep_process
 from gradflow.training.resume import resume_argv
 from gradflow.training.sweep import sweep_failed
 
@@ -67,7 +67,6 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    mark_sweep_process()  # for the workers of a parallel launcher
     try:
         sys.argv = resume_argv(quote_paths(sys.argv))
     except GradflowError as err:

@@ -17,11 +17,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 
-def unwritable_reason(parent: Path) -> str | None:
-    """Why files cannot be created in `parent` (made if missing), or None when they can."""
+def unwritable_reason(directory: Path) -> str | None:
+    """Why files cannot be created in `directory` (made if missing), or None when they can."""
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=parent):
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as err:
         return err.strerror or type(err).__name__

@@ -6,7 +6,8 @@ stops its workers: each would finish its job, write summary.json, take the jobs 
 queued to it and idle for minutes; a worker whose sweep died while sending it its first
 job waits forever for the rest of it. The dead process cannot clean up, so the others do:
 
-- `mark_sweep_process()`, called by scripts/train.py before Hydra launches anything, names
+- `mark_sweep_process()`, called by the Hydra callback `SweepGuard` when a sweep starts
+  (conf/hydra/default.yaml; single runs need no guard), before any job is launched, names
   the sweep's process in the environment, which every process it starts inherits, and
   starts a small guard process (`python -m gradflow.training.orphans`, Linux only);
 - `exit_with_sweep_process()`, called as each job starts, does nothing in the sweep's
@@ -45,6 +46,10 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,14 @@ def mark_sweep_process() -> None:
             stdout=subprocess.DEVNULL,  # holds no pipe of the sweep's caller open
             stderr=subprocess.DEVNULL,
         )
+
+
+class SweepGuard(Callback):
+    """Marks the sweep's process and starts its guard when a multirun starts (`-m`, or a
+    config that sets hydra.mode=MULTIRUN, such as hparams_search=optuna)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        mark_sweep_process()
 
 
 def exit_with_sweep_process() -> None:
