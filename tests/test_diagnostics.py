@@ -173,6 +173,28 @@ def test_deep_sigmoid_vanishes_at_step_0(images, tmp_path):
     assert set(summary["last_step"]) >= {"layer_11", "total", "first_last_ratio"}
 
 
+def test_bias_gradient_norms_are_logged_beside_the_weights(images, tmp_path):
+    model = MLP("sigmoid", "default", hidden_sizes=[30, 30, 30, 30])
+    x, y = images[0][:32], images[1][:32]  # the first batch: step 0's gradient
+    loss = F.cross_entropy(model(x), y)
+    biases = [layer.bias for layer in model.tracked_layers().values()]
+    expected = [g.norm().item() for g in torch.autograd.grad(loss, biases)]
+    fit(model, monitors(), images, tmp_path, steps=1)
+    acc = events(tmp_path)
+    logged = [scalar(acc, f"grad_norm_bias/layer_{k:02d}", 0) for k in range(1, 6)]
+    assert logged == pytest.approx(expected, rel=1e-5)
+    # Nielsen, ch. 5: each layer's biases learn several times faster than the one before.
+    assert all(b / a > 3 for a, b in zip(logged, logged[1:], strict=False)), logged
+    log10 = scalar(acc, "log10/grad_norm_bias/layer_01", 0)
+    assert log10 == pytest.approx(math.log10(logged[0]), abs=1e-6)
+
+
+def test_a_linear_before_batchnorm_has_no_bias_gradient(images, tmp_path):
+    fit(BNMLP("sigmoid", depth=2), [GradientMonitor(log_every_n_steps=1)], images, tmp_path, 1)
+    tags = [t for t in events(tmp_path).Tags()["scalars"] if t.startswith("grad_norm_bias/")]
+    assert tags == ["grad_norm_bias/layer_03"]  # the output layer only
+
+
 def test_deep_relu_with_kaiming_is_healthy(images, tmp_path):
     callbacks = monitors()
     fit(MLP("relu", "kaiming_normal", depth=10), callbacks, images, tmp_path)

@@ -18,10 +18,14 @@ from gradflow.errors import ConfigError
 from gradflow.names import PROBE_COLUMNS, PROBE_JOB_FILE
 from gradflow.reporting.probe import (
     ACT_STD_FILE,
+    BIAS_GRAD_NORM_FILE,
     CSV_FILE,
     GRAD_NORM_FILE,
+    SIGNAL_HEATMAP_FILE,
     SUMMARY_CSV_FILE,
     gather,
+    grid_values,
+    signal_heatmap,
     summarise_probe,
     write_probe_report,
 )
@@ -84,6 +88,56 @@ def test_the_probe_measures_what_the_training_callbacks_measure_at_step_0(probe_
             assert getattr(row, stat) == first_probe[f"{stat}/{row.layer}"], (stat, row.layer)
 
 
+def test_sigma_w2_and_sigma_b2_are_measured_on_the_built_layers(probe_cfg):
+    he = summarise_probe(probe(probe_cfg("init=kaiming_normal", "model.depth=4"))[0])
+    assert he["sigma_w2"].iloc[0] == pytest.approx(2.0, rel=0.03)  # He: 2/fan_in
+    assert he["sigma_b2"].iloc[0] == 0.0  # biases zeroed
+    records, _ = probe(probe_cfg("init=default", "model.depth=4"))
+    hidden = records[records["layer_index"] <= 4]
+    # PyTorch's default U(±1/sqrt(fan_in)) for W and b: sigma_w2 = 1/3, sigma_b2 = 1/(3 fan_in).
+    assert hidden["sigma_w2"].to_numpy() == pytest.approx([1 / 3] * 4, rel=0.03)
+    fan_in = [784, 128, 128, 128]
+    assert hidden["sigma_b2"].to_numpy() == pytest.approx([1 / (3 * n) for n in fan_in], rel=0.3)
+
+
+def test_bias_gradients_are_each_layers_speed_of_learning(probe_cfg):
+    # Nielsen, ch. 5: in a 784-30-30-30-30-10 sigmoid net each hidden layer's biases learn
+    # several times slower than the next one's.
+    cfg = probe_cfg("activation=sigmoid", "model.hidden_sizes=[30,30,30,30]", "init=default")
+    records, _ = probe(cfg)
+    speed = records["grad_norm_bias"].to_numpy()
+    assert (speed[1:] / speed[:-1] > 3).all(), speed  # measured 5.8 .. 9.5 per layer
+    bn, _ = probe(probe_cfg("model=bn_mlp", "model.depth=3"))
+    assert bn["grad_norm_bias"].isna().tolist() == [True, True, True, False]  # Linear → BN
+
+
+@pytest.mark.parametrize(("std", "vanishes"), [(0.05, True), (0.3, False)])
+def test_signal_ratio_tells_ordered_from_chaotic_tanh(probe_cfg, std, vanishes):
+    # sigma_w2 = 128 std²: 0.32 (ordered: the signal shrinks layer by layer toward the input)
+    # or 11.5 (chaotic: it grows).
+    overrides = ("activation=tanh", "model.depth=10", "init=normal", f"init.std={std}")
+    ratio = summarise_probe(probe(probe_cfg(*overrides))[0])["signal_ratio"].iloc[0]
+    assert (ratio < 1e-2) if vanishes else (ratio > 10), ratio
+
+
+def test_heatmap_snaps_measured_variances_to_the_swept_grid():
+    measured = pd.Series([0.496, 0.503, 1.98, 2.02, 1.0, 0.0, 0.0])
+    assert grid_values(measured).tolist() == [0.5, 0.5, 2.0, 2.0, 1.0, 0.0, 0.0]
+    cells = [(d, w, r) for d in (2, 8) for w, r in ((0.497, 0.1), (1.01, 1.0), (2.02, 30.0))]
+    summary = pd.DataFrame(
+        [
+            {"model": "mlp", "activation": "tanh", "scaling": "unit", "depth": d,
+             "sigma_w2": w, "sigma_b2": 0.0, "signal_ratio": r}
+            for d, w, r in cells
+        ]
+    )  # fmt: skip
+    fig = signal_heatmap(summary)
+    (ax, _colorbar) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.5", "1", "2"]
+    assert [t.get_text() for t in ax.texts] == ["-1.0", "0.0", "1.5"] * 2
+    assert signal_heatmap(summary.iloc[:1]) is None  # one cell: nothing to compare
+
+
 def test_one_job_writes_its_rows_and_the_report(probe_cfg, tmp_path):
     cfg = probe_cfg("model=res_mlp", "model.depth=5", "model.width=16")
     records, _ = probe(cfg)
@@ -91,7 +145,8 @@ def test_one_job_writes_its_rows_and_the_report(probe_cfg, tmp_path):
     assert records["model"].unique().tolist() == ["ResMLP"]  # composed by hand: the class
     assert pd.read_csv(tmp_path / "probe" / PROBE_JOB_FILE).equals(records)
     paths = write_probe_report(records, tmp_path / "report")
-    assert [p.name for p in paths] == [CSV_FILE, SUMMARY_CSV_FILE, ACT_STD_FILE, GRAD_NORM_FILE]
+    figures = [ACT_STD_FILE, GRAD_NORM_FILE, BIAS_GRAD_NORM_FILE]  # one job: no heat map
+    assert [p.name for p in paths] == [CSV_FILE, SUMMARY_CSV_FILE, *figures]
     for path in paths[2:]:
         assert path.stat().st_size > 10_000
 
@@ -102,6 +157,8 @@ def test_a_sweep_is_gathered_in_job_order(probe_cfg, tmp_path):
     records = gather(tmp_path / "sweep")
     assert records["depth"].drop_duplicates().tolist() == [5, 2]  # job 2 before job 10
     assert summarise_probe(records)["depth"].tolist() == [5, 2]
+    paths = write_probe_report(records, tmp_path / "report")
+    assert paths[-1].name == SIGNAL_HEATMAP_FILE  # two depths: a grid to compare
 
 
 @pytest.mark.parametrize(

@@ -38,14 +38,29 @@ VAL_LOSS, VAL_ACC, VAL_ACC_BEST = "val/loss", "val/acc", "val/acc_best"
 EPOCH = "epoch"
 GRAD_NORM = "grad_norm"  # grad_norm/layer_k, grad_norm/total, grad_norm/first_last_ratio
 FIRST_LAST_RATIO = f"{GRAD_NORM}/first_last_ratio"
+# grad_norm_bias/layer_k: the norm of ∂L/∂b, each layer's "speed of learning" (Nielsen, ch. 5);
+# layers without a bias (Linear before BatchNorm) have none.
+GRAD_NORM_BIAS = "grad_norm_bias"
 ACTIVATIONS = "activations"  # histograms activations/layer_k
 # The metrics of TensorBoard's HParams table: each tag's last point.
 HPARAMS_METRICS = (VAL_ACC, VAL_ACC_BEST, VAL_LOSS)
 
 # The init probe (scripts/probe.py): each job's rows, one per tracked layer, in this file.
 PROBE_JOB_FILE = "probe.csv"
-PROBE_CONFIG_COLUMNS = ["depth", "init", "activation", "model"]
-PROBE_STATISTICS = ["act_mean", "act_std", "act_saturated", "act_dead", "grad_signal", "grad_norm"]
+PROBE_CONFIG_COLUMNS = ["depth", "init", "activation", "model", "scaling"]
+# sigma_w2 and sigma_b2 are measured on the built layer: fan_in * mean(W²) and mean(b²), the
+# variances of mean-field theory whatever scheme set them (He: sigma_w2 = 2).
+PROBE_STATISTICS = [
+    "act_mean",
+    "act_std",
+    "act_saturated",
+    "act_dead",
+    "grad_signal",
+    "grad_norm",
+    "grad_norm_bias",
+    "sigma_w2",
+    "sigma_b2",
+]
 PROBE_COLUMNS = [*PROBE_CONFIG_COLUMNS, "layer", "layer_index", *PROBE_STATISTICS]
 
 # `tensorboard --logdir ... <flags>`: keep (and serve) every scalar, histogram and image of

@@ -46,7 +46,7 @@ from gradflow.diagnostics.common import (
 from gradflow.diagnostics.figures import ActivationHistogramGrid
 from gradflow.diagnostics.probe import ProbeCapture, capture_probe, check_probe_size, probe_batch
 from gradflow.diagnostics.stats import norms, rms, saturation_stats, spread
-from gradflow.names import GRAD_NORM
+from gradflow.names import GRAD_NORM, GRAD_NORM_BIAS
 from gradflow.nn.models import TrackedModel
 
 Stats = dict[str, Any]
@@ -54,7 +54,8 @@ Stats = dict[str, Any]
 
 def probe_statistics(model: TrackedModel, capture: ProbeCapture) -> dict[str, torch.Tensor]:
     """Every scalar of one probe as 0-d device tensors, keyed by their TensorBoard tag
-    (`grad_norm/layer_k` too when the capture holds weight gradients)."""
+    (`grad_norm/layer_k` and `grad_norm_bias/layer_k` too when the capture holds the
+    weight and bias gradients)."""
     out: dict[str, torch.Tensor] = {}
     for name, z in capture.preacts.items():
         act = capture.acts[name]
@@ -72,8 +73,11 @@ def probe_statistics(model: TrackedModel, capture: ProbeCapture) -> dict[str, to
         ("res_branch_std", capture.res_branch),
     ):
         out.update({f"{kind}/{name}": spread(t) for name, t in tensors.items()})
-    layers, grads = list(capture.weight_grads), list(capture.weight_grads.values())
-    out.update({f"{GRAD_NORM}/{name}": n for name, n in zip(layers, norms(grads), strict=True)})
+    for tag, grads in ((GRAD_NORM, capture.weight_grads), (GRAD_NORM_BIAS, capture.bias_grads)):
+        layers = list(grads)
+        out.update(
+            {f"{tag}/{n}": v for n, v in zip(layers, norms(list(grads.values())), strict=True)}
+        )
     return out
 
 

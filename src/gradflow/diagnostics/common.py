@@ -18,12 +18,12 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard import SummaryWriter
 
-from gradflow.names import GRAD_NORM
+from gradflow.names import GRAD_NORM, GRAD_NORM_BIAS
 from gradflow.nn.models import TrackedModel
 
 LOG10 = "log10"
 # The tag families (first path component) that get a log10 twin.
-LOG10_FAMILIES = (GRAD_NORM, "grad_signal", "update_ratio", "act_std")
+LOG10_FAMILIES = (GRAD_NORM, GRAD_NORM_BIAS, "grad_signal", "update_ratio", "act_std")
 
 
 def tracked_model(pl_module: L.LightningModule) -> TrackedModel:

@@ -4,6 +4,8 @@ Scalars, every `log_every_n_steps` optimizer steps (step = optimizer steps taken
 this one, so step 0 is the gradient at initialisation):
 
 - `grad_norm/layer_k`: L2 norm of layer k's weight gradient, before clipping/unscaled.
+- `grad_norm_bias/layer_k`: L2 norm of its bias gradient (layers with a bias): how fast the
+  layer learns, as Nielsen measures it (ch. 5).
 - `grad_norm/total`: L2 norm over every parameter's gradient (what clipping would see).
 - `grad_norm/first_last_ratio`: `grad_norm/layer_01` / the output layer's.
 - `update_ratio/layer_k`: lr * ‖∇W‖ / ‖W‖, the relative size of plain SGD's step.
@@ -53,7 +55,7 @@ from gradflow.diagnostics.common import (
 from gradflow.diagnostics.figures import GradNormChart
 from gradflow.diagnostics.stats import norms
 from gradflow.errors import DivergedError
-from gradflow.names import FIRST_LAST_RATIO, GRAD_NORM
+from gradflow.names import FIRST_LAST_RATIO, GRAD_NORM, GRAD_NORM_BIAS
 
 Row = dict[str, Any]
 
@@ -105,6 +107,9 @@ class GradientMonitor(L.Callback):
             return
         self._layers = tracked_model(pl_module).tracked_layers()
         self._weights = [layer.weight for layer in self._layers.values()]
+        self._biases = [
+            (n, layer.bias) for n, layer in self._layers.items() if layer.bias is not None
+        ]
         self._params = [(n, p) for n, p in pl_module.named_parameters() if p.requires_grad]
         self._unchecked_steps, self._unchecked_rows = [], []
 
@@ -186,20 +191,24 @@ class GradientMonitor(L.Callback):
         grad_norms = norms([p.grad for p in with_grad])
         by_param = {id(p): norm for p, norm in zip(with_grad, grad_norms, strict=True)}
         layer_norms = [by_param.get(id(w)) for w in weights]
+        biased = [(n, by_param[id(b)]) for n, b in self._biases if id(b) in by_param]
         self._watch(step, layer_norms)
+        total = torch.linalg.vector_norm(torch.stack(grad_norms))
+        bias_norms = [norm for _, norm in biased]
         packed = torch.cat(
             [
-                torch.stack([*norms(weights), torch.linalg.vector_norm(torch.stack(grad_norms))]),
+                torch.stack([*norms(weights), total, *bias_norms]),
                 *self._unchecked_rows,  # this step's row last: its norms and loss
             ]
         )
         values = packed.tolist()  # the step's one device-to-host transfer
         self.fetches += 1
-        n = len(weights)
-        self._diverge_if(values[n + 1 :])  # the unchecked steps, this one included
+        n, b = len(weights), len(biased)
+        w_norms, total_norm = values[:n], values[n]
+        by_bias = dict(zip((name for name, _ in biased), values[n + 1 : n + 1 + b], strict=True))
+        self._diverge_if(values[n + 1 + b :])  # the unchecked steps, this one included
         names = list(self._layers)
         by_layer = dict(zip(names, values[-n - 1 : -1], strict=True))
-        w_norms, total_norm = values[:n], values[n]
         lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
         updates = {
             name: float(lr_of.get(id(w), 0.0)) * by_layer[name] / w_norm if w_norm else math.inf
@@ -208,12 +217,14 @@ class GradientMonitor(L.Callback):
         first, last = by_layer[names[0]], by_layer[names[-1]]
         ratio = first / last if last else (math.inf if first else math.nan)
         row: Row = {"step": step, **by_layer, "total": total_norm, "first_last_ratio": ratio}
+        row.update({f"{GRAD_NORM_BIAS}/{name}": v for name, v in by_bias.items()})
         self.first_row = self.first_row or row
         self.last_row = row
         self._epoch_rows.append(row)
         metrics = {f"{GRAD_NORM}/{name}": v for name, v in by_layer.items()}
         metrics[f"{GRAD_NORM}/total"] = total_norm
         metrics[FIRST_LAST_RATIO] = ratio
+        metrics.update({f"{GRAD_NORM_BIAS}/{name}": v for name, v in by_bias.items()})
         metrics.update({f"update_ratio/{name}": v for name, v in updates.items()})
         log_scalars(trainer, metrics, step)
         if step == 0 and self.histogram_every_n_epochs > 0 and not self._histograms_due:

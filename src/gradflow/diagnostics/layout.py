@@ -14,7 +14,15 @@ import lightning as L
 
 from gradflow.diagnostics.common import LOG10, tensorboard_writers
 from gradflow.diagnostics.verdict import VerdictThresholds
-from gradflow.names import FIRST_LAST_RATIO, GRAD_NORM, TRAIN_ACC, TRAIN_LOSS, VAL_ACC, VAL_LOSS
+from gradflow.names import (
+    FIRST_LAST_RATIO,
+    GRAD_NORM,
+    GRAD_NORM_BIAS,
+    TRAIN_ACC,
+    TRAIN_LOSS,
+    VAL_ACC,
+    VAL_LOSS,
+)
 
 PER_LAYER = r"/layer_\d+$"
 
@@ -34,6 +42,9 @@ LAYOUT = {
     "1. gradients: which layer's gradient vanishes?": {
         "log10 weight-gradient norm per layer, grad_norm/layer_k": _lines(
             _log10(GRAD_NORM) + PER_LAYER
+        ),
+        "log10 bias-gradient norm per layer (its speed of learning), grad_norm_bias/layer_k": (
+            _lines(_log10(GRAD_NORM_BIAS) + PER_LAYER)
         ),
         "log10 backpropagated signal per hidden layer, grad_signal/layer_k": _lines(
             _log10("grad_signal") + PER_LAYER

@@ -29,9 +29,10 @@ class ProbeCapture:
     acts: dict[str, torch.Tensor] = field(default_factory=dict)
     # ∂ℓ_i/∂z: each sample's own loss w.r.t. its pre-activation (empty without backprop).
     signals: dict[str, torch.Tensor] = field(default_factory=dict)
-    # ∂L/∂W of the batch's mean loss, as a training step sees it, per tracked layer (the
-    # output layer too; empty unless asked for).
+    # ∂L/∂W and ∂L/∂b of the batch's mean loss, as a training step sees them, per tracked
+    # layer (the output layer too; empty unless asked for; no entry for a layer without bias).
     weight_grads: dict[str, torch.Tensor] = field(default_factory=dict)
+    bias_grads: dict[str, torch.Tensor] = field(default_factory=dict)
     bn_in: dict[str, torch.Tensor] = field(default_factory=dict)
     bn_out: dict[str, torch.Tensor] = field(default_factory=dict)
     res_skip: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -117,7 +118,8 @@ def capture_probe(
     weight_grads: bool = False,
 ) -> ProbeCapture:
     """Run the probe batch once; with `backprop`, also ∂ℓ_i/∂z for every hidden layer, and
-    with `weight_grads` the tracked layers' weight gradients, from the same backward pass.
+    with `weight_grads` the tracked layers' weight and bias gradients, from the same
+    backward pass.
 
     The backward uses torch.autograd.grad w.r.t. the captured pre-activations (and weights),
     so no parameter's `.grad` is touched.
@@ -151,17 +153,22 @@ def capture_probe(
             logits = model(x)
             signals: dict[str, torch.Tensor] = {}
             weights: dict[str, torch.Tensor] = {}
+            biases: dict[str, torch.Tensor] = {}
             if backprop or weight_grads:
                 names = list(live["preacts"]) if backprop else []
                 layers = model.tracked_layers() if weight_grads else {}
+                with_bias = [n for n, layer in layers.items() if layer.bias is not None]
                 loss = F.cross_entropy(logits, y, reduction="sum")  # sum: per-sample gradients
                 inputs = [live["preacts"][n] for n in names]
-                grads = torch.autograd.grad(loss, inputs + [w.weight for w in layers.values()])
+                params = [w.weight for w in layers.values()] + [layers[n].bias for n in with_bias]
+                grads = torch.autograd.grad(loss, inputs + params)
                 signals = dict(zip(names, grads[: len(names)], strict=True))
                 # The mean loss's gradient, as the optimizer sees it: the sum's, over the batch.
-                weights = {n: g / len(y) for n, g in zip(layers, grads[len(names) :], strict=True)}
+                mean = [g / len(y) for g in grads[len(names) :]]
+                weights = dict(zip(layers, mean[: len(layers)], strict=True))
+                biases = dict(zip(with_bias, mean[len(layers) :], strict=True))
     finally:
         for handle in handles:
             handle.remove()
     detached = {kind: {n: t.detach() for n, t in d.items()} for kind, d in live.items()}
-    return ProbeCapture(**detached, signals=signals, weight_grads=weights)
+    return ProbeCapture(**detached, signals=signals, weight_grads=weights, bias_grads=biases)

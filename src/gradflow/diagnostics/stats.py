@@ -41,3 +41,13 @@ def norms(tensors: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
     return [
         None if t is None else torch.linalg.vector_norm(t, dtype=torch.float32) for t in tensors
     ]
+
+
+def weight_variances(layer: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sigma_w2, sigma_b2) of a built layer, as mean-field theory writes its init: fan_in *
+    mean(W²) and mean(b²) (0 without a bias). Measured, so any scheme reads the same way:
+    He init gives sigma_w2 ≈ 2, Glorot's "standard" U(±1/√fan_in) gives 1/3."""
+    sigma_w2 = layer.weight.detach().float().pow(2).mean() * layer.in_features
+    bias = layer.bias
+    sigma_b2 = bias.detach().float().pow(2).mean() if bias is not None else sigma_w2.new_zeros(())
+    return sigma_w2, sigma_b2

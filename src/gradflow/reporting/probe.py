@@ -2,8 +2,10 @@
 
 Each job of `scripts/probe.py` (gradflow.training.probe) leaves its rows in `probe.csv`;
 this gathers one job or a whole sweep into `probe_init.csv` (long format, one row per
-config and layer), `probe_summary.csv` (one row per config) and two figures, one panel
-per depth: the activation std and the weight-gradient norm per layer. `ProbeReport`
+config and layer), `probe_summary.csv` (one row per config) and figures: one panel per
+depth of the activation std, the weight-gradient norm and the bias-gradient norm per
+layer, and, for a sweep over depth and sigma_w2, a heat map of the backpropagated
+signal's ratio (first over last hidden layer). `ProbeReport`
 does it at the end of a sweep (a Hydra callback in conf/probe.yaml).
 """
 
@@ -28,6 +30,8 @@ CSV_FILE = "probe_init.csv"
 SUMMARY_CSV_FILE = "probe_summary.csv"
 ACT_STD_FILE = "act_std_by_layer.png"
 GRAD_NORM_FILE = "grad_norm_by_layer.png"
+BIAS_GRAD_NORM_FILE = "grad_norm_bias_by_layer.png"
+SIGNAL_HEATMAP_FILE = "signal_ratio_heatmap.png"
 
 
 def gather(sweep_dir: Path) -> pd.DataFrame:
@@ -43,22 +47,33 @@ def _job_number(name: str) -> int:
 
 
 def summarise_probe(records: pd.DataFrame) -> pd.DataFrame:
-    """Per config: first- and last-layer gradient norm, their ratio, last hidden act std."""
+    """Per config: first- and last-layer gradient norm and their ratio; the backpropagated
+    signal's ratio, first over last hidden layer (mean-field theory's chi^depth: under 1 it
+    vanishes toward the input, over 1 it explodes); the last hidden layer's activation std;
+    the hidden layers' median sigma_w2 and sigma_b2, as measured on the built layers."""
     rows = []
     for key, group in records.groupby(PROBE_CONFIG_COLUMNS, sort=False):
         group = group.sort_values("layer_index")
         first, last = group["grad_norm"].iloc[0], group["grad_norm"].iloc[-1]
-        hidden = hidden_layers(group)["act_std"]
+        hidden = hidden_layers(group)
+        signal = hidden["grad_signal"].to_numpy(dtype=float)
         rows.append(
             {
                 **dict(zip(PROBE_CONFIG_COLUMNS, key, strict=True)),
                 "grad_first": first,
                 "grad_last": last,
-                "ratio": first / last if last != 0 else math.nan,
-                "act_std_last_hidden": hidden.iloc[-1] if len(hidden) else math.nan,
+                "ratio": _ratio(first, last),
+                "signal_ratio": _ratio(signal[0], signal[-1]) if len(signal) else math.nan,
+                "act_std_last_hidden": hidden["act_std"].iloc[-1] if len(hidden) else math.nan,
+                "sigma_w2": hidden["sigma_w2"].median(),
+                "sigma_b2": hidden["sigma_b2"].median(),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _ratio(first: float, last: float) -> float:
+    return first / last if last != 0 else math.nan
 
 
 def format_summary(summary: pd.DataFrame) -> str:
@@ -117,6 +132,60 @@ def _plot_per_depth(records: pd.DataFrame, column: str, ylabel: str, title: str)
     return fig
 
 
+def grid_values(values: pd.Series, rtol: float = 0.05) -> pd.Series:
+    """Measured variances snapped to the grid a sweep asked for: values within `rtol` of a
+    group's smallest share its mean, rounded to 2 significant digits (sigma_w2 measured on a
+    128-wide layer scatters by about 1% around the configured value)."""
+    snapped, start, members = {}, None, []
+    for value in sorted(v for v in values.unique() if np.isfinite(v)):
+        if start is not None and value > start * (1 + rtol):
+            snapped.update(dict.fromkeys(members, float(f"{np.mean(members):.2g}")))
+            start, members = None, []
+        start = value if start is None else start
+        members.append(value)
+    snapped.update(dict.fromkeys(members, float(f"{np.mean(members):.2g}")))
+    return values.map(snapped)
+
+
+def signal_heatmap(summary: pd.DataFrame) -> Figure | None:
+    """log10 of the signal ratio on a depth x sigma_w2 grid, one panel per model,
+    activation, input scaling and sigma_b2 (None: fewer than two cells to compare)."""
+    data = summary.assign(
+        sigma_w2=grid_values(summary["sigma_w2"]),
+        sigma_b2=grid_values(summary["sigma_b2"]),
+        log10_ratio=np.log10(summary["signal_ratio"].astype(float).where(lambda r: r > 0)),
+    )
+    if data.groupby(["depth", "sigma_w2"]).ngroups < 2:
+        return None
+    panels = list(data.groupby(["model", "activation", "scaling", "sigma_b2"], sort=False))
+    fig, axes = new_figure(1, len(panels), panel_size=(5.0, 3.8))
+    limit = max(1.0, float(np.nanmax(np.abs(data["log10_ratio"].clip(-12, 12)))))
+    for ax, ((model, act, scaling, sigma_b2), group) in zip(axes.flat, panels, strict=False):
+        grid = group.pivot_table("log10_ratio", index="depth", columns="sigma_w2", aggfunc="mean")
+        image = ax.imshow(
+            grid.to_numpy(dtype=float),
+            cmap="RdBu_r",
+            vmin=-limit,
+            vmax=limit,
+            aspect="auto",
+            origin="lower",
+        )
+        for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
+            text = "nan" if not np.isfinite(value) else f"{value:.1f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(grid.shape[1]), [f"{v:g}" for v in grid.columns])
+        ax.set_yticks(range(grid.shape[0]), [str(d) for d in grid.index])
+        ax.set_xlabel("σ_w² (fan_in · mean W², measured)")
+        ax.set_ylabel("depth (hidden layers)")
+        ax.set_title(f"{model} · {act} · inputs {scaling} · σ_b² {sigma_b2:g}", fontsize=9)
+    fig.colorbar(image, ax=axes.ravel().tolist(), label="log10 signal ratio (first / last)")
+    fig.suptitle(
+        "Backpropagated signal at init: first over last hidden layer\n"
+        "(blue: vanishes toward the input, red: explodes, white: preserved)"
+    )
+    return fig
+
+
 def write_probe_report(records: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Write the long CSV, the per-config summary CSV and both per-layer plots; return paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -134,12 +203,23 @@ def write_probe_report(records: pd.DataFrame, out_dir: Path) -> list[Path]:
     grad_fig = _plot_per_depth(
         records, "grad_norm", "‖∂loss/∂W‖₂", f"Weight-gradient norm per layer at init ({model})"
     )
-    return [
+    bias_fig = _plot_per_depth(
+        records,
+        "grad_norm_bias",
+        "‖∂loss/∂b‖₂",
+        f"Bias-gradient norm per layer at init: each layer's speed of learning ({model})",
+    )
+    written = [
         csv,
         summary,
         *save_figure(act_fig, out_dir / ACT_STD_FILE),
         *save_figure(grad_fig, out_dir / GRAD_NORM_FILE),
+        *save_figure(bias_fig, out_dir / BIAS_GRAD_NORM_FILE),
     ]
+    heatmap = signal_heatmap(summarise_probe(records))
+    if heatmap is not None:
+        written += save_figure(heatmap, out_dir / SIGNAL_HEATMAP_FILE)
+    return written
 
 
 def report(records: pd.DataFrame, out_dir: Path) -> str:

@@ -5,7 +5,8 @@ activations) composes `conf/probe.yaml` from the same config groups as training,
 the data module and the network with the training run's builders, and measures the
 first `probe_size` validation samples with the training callbacks' statistics
 (`gradflow.diagnostics`): per tracked layer the activation mean, std and saturation, the
-backpropagated signal and the weight-gradient norm of the mean loss. Each job writes its
+backpropagated signal, the weight- and bias-gradient norms of the mean loss, and the
+layer's measured sigma_w2 = fan_in * mean(W²) and sigma_b2 = mean(b²). Each job writes its
 rows to `probe.csv`; `gradflow.reporting.probe` turns one job or a sweep into the report.
 """
 
@@ -18,6 +19,7 @@ from omegaconf import DictConfig
 
 from gradflow.diagnostics import capture_probe, probe_statistics
 from gradflow.diagnostics.probe import check_probe_size
+from gradflow.diagnostics.stats import weight_variances
 from gradflow.names import PROBE_COLUMNS, PROBE_JOB_FILE, PROBE_STATISTICS
 from gradflow.nn.activations import activation_params, spec_label, split_spec
 from gradflow.nn.init import init_params
@@ -31,6 +33,8 @@ def probe(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
     datamodule, model = build_network(cfg)
     x, y = datamodule.probe_batch(check_probe_size(cfg.probe_size))
     stats = probe_statistics(model, capture_probe(model, x, y, weight_grads=True))
+    for name, layer in model.tracked_layers().items():
+        stats[f"sigma_w2/{name}"], stats[f"sigma_b2/{name}"] = weight_variances(layer)
     values = dict(zip(stats, torch.stack(list(stats.values())).tolist(), strict=True))
     layers = list(model.tracked_layers())
     activation = model.activation_spec
@@ -39,6 +43,7 @@ def probe(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
         "init": spec_label(*init_params(model.init_spec)),  # `matched` as resolved
         "activation": spec_label(split_spec(activation)[0], activation_params(activation)),
         "model": _family(cfg),
+        "scaling": str(cfg.data.get("scaling", "none")),  # the inputs' scaling
     }
     rows = [
         {**config, "layer": name, "layer_index": index,
