@@ -80,6 +80,12 @@ def _write_events(run_dir: Path, activation: str, final_acc: float, epochs: int,
     writer.close()
 
 
+def _act_std(job: str, layer: int, step: int) -> float:
+    """The probe's activation std: halves per layer at step 0, and per seed differs."""
+    seed = int(parse_overrides(_overrides(job))["seed"])
+    return (1.0 if step == 0 else 2.0) * 0.5**layer * seed
+
+
 def _make_run(root: Path, job: str, status: str | None, final: float, best: float) -> None:
     run_dir = root / job
     (run_dir / ".hydra").mkdir(parents=True)
@@ -103,6 +109,11 @@ def _make_run(root: Path, job: str, status: str | None, final: float, best: floa
             grad_norms={
                 which: {"step": step, **n, "first_last_ratio": n["layer_01"] / n["layer_04"]}
                 for which, step, n in (("first_step", 0, norms[0]), ("last_step", 25, norms[1]))
+            },
+            activations={
+                which: {"step": step, **{f"act_std/layer_{k:02d}": _act_std(job, k, step)
+                                         for k in range(1, LAYERS)}}
+                for which, step in (("first_probe", 0), ("last_probe", 30))
             },
             verdict={"labels": ["vanishing"] if activation == "sigmoid" else ["healthy"]},
             epochs=EPOCHS,
@@ -279,3 +290,18 @@ def test_script_says_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture
         script["main"]([str(tmp_path / "missing")])
     assert exit_info.value.code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_layers_table_averages_each_configs_layers_at_init_and_end(multirun, comparison):
+    layers = pd.read_csv(multirun / "report" / "summary_layers.csv")
+    sigmoid = layers[layers["config"] == "activation=sigmoid"].set_index(["when", "layer"])
+    # act_std: the mean over seeds 1, 2, 3 of 0.5**k * seed, doubled at the end.
+    assert sigmoid.loc[("init", "layer_02"), "act_std"] == pytest.approx(0.25 * 2)
+    assert sigmoid.loc[("end", "layer_03"), "act_std"] == pytest.approx(2 * 0.125 * 2)
+    assert sigmoid.loc[("init", "layer_01"), "grad_norm"] == pytest.approx(1e-3)
+    assert math.isnan(sigmoid.loc[("init", "layer_04"), "act_std"])  # the output: no probe
+    assert (sigmoid["n_runs"] == 3).all()
+    relu = layers[layers["config"] == "activation=relu"]
+    assert (relu["n_runs"] == 2).all()  # completed + diverged; the incomplete one is left out
+    assert "**act_std**" in comparison.markdown
+    assert "| layer_02 | 0.5 | 1 |" in comparison.markdown  # sigmoid's init, end

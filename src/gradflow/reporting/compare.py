@@ -14,7 +14,14 @@ from gradflow.reporting import figures
 from gradflow.reporting.events import HistogramFilter
 from gradflow.reporting.plotting import save_figure
 from gradflow.reporting.runs import Run, load_runs, run_labels
-from gradflow.reporting.tables import runs_markdown, runs_table, seeds_markdown, seeds_table
+from gradflow.reporting.tables import (
+    layers_markdown,
+    layers_table,
+    runs_markdown,
+    runs_table,
+    seeds_markdown,
+    seeds_table,
+)
 from gradflow.reporting.tensorboard import write_report_run
 
 DEFAULT_LAYERS = ("layer_01",)
@@ -28,6 +35,7 @@ class Comparison:
     runs: list[Run]
     table: pd.DataFrame
     seeds: pd.DataFrame
+    layers: pd.DataFrame
     files: dict[str, Path] = field(default_factory=dict)
     markdown: str = ""
 
@@ -66,6 +74,13 @@ def _markdown(comparison: Comparison, sources: Sequence[str | Path]) -> str:
             "diverged runs; gradient ratio as geometric mean ×/÷ geometric std.\n",
             seeds_markdown(comparison.seeds),
         ]
+    parts += [
+        "## Per layer, at initialisation and at the end\n",
+        "Each config's mean over its runs: `init` is step 0 (the probe batch and the first "
+        "batch's gradient), `end` the last probe and logged step (summary_layers.csv has "
+        "act_mean and act_saturated too).\n",
+        layers_markdown(comparison.layers),
+    ]
     problems = [r for r in table.to_dict("records") if r["status"] != COMPLETED]
     if problems:
         parts.append("## Runs that did not complete\n")
@@ -94,19 +109,24 @@ def compare(
     layers: Sequence[str] = DEFAULT_LAYERS,
     formats: Sequence[str] = ("png",),
 ) -> Comparison:
-    """Read every run under `paths`; write summary.md/.csv, summary_seeds.csv and figures
+    """Read every run under `paths`; write summary.md/.csv, summary_seeds.csv,
+    summary_layers.csv (per config and layer, at init and at the end) and figures
     (PNG, and SVG or PDF too when `formats` says so), and all of it as a TensorBoard run
     in the output folder."""
     runs = load_runs(paths, _histogram_filter(layers))
     out = Path(out_dir) if out_dir is not None else default_out_dir(paths)
     out.mkdir(parents=True, exist_ok=True)
     table = runs_table(runs)
-    comparison = Comparison(runs=runs, table=table, seeds=seeds_table(runs, table))
+    comparison = Comparison(
+        runs=runs, table=table, seeds=seeds_table(runs, table), layers=layers_table(runs)
+    )
     files = comparison.files
     files["summary.csv"] = out / "summary.csv"
     table.to_csv(files["summary.csv"], index=False)
     files["summary_seeds.csv"] = out / "summary_seeds.csv"
     comparison.seeds.to_csv(files["summary_seeds.csv"], index=False)
+    files["summary_layers.csv"] = out / "summary_layers.csv"
+    comparison.layers.to_csv(files["summary_layers.csv"], index=False)
 
     labels = run_labels(runs)
     drawn = {

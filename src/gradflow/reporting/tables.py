@@ -15,13 +15,14 @@ from gradflow.names import (
     FINISHED,
     FIRST_LAST_RATIO,
     GRAD_NORM,
+    GRAD_NORM_BIAS,
     TRAIN_ACC,
     TRAIN_LOSS,
     VAL_ACC,
     VAL_ACC_BEST,
     VAL_LOSS,
 )
-from gradflow.reporting.events import layer_values
+from gradflow.reporting.events import layer_number, layer_values
 from gradflow.reporting.runs import SEED_KEY, Run, run_labels
 
 RUN_COLUMNS = [
@@ -266,3 +267,79 @@ def seeds_markdown(seeds: pd.DataFrame) -> str:
         for r in seeds.to_dict("records")
     ]
     return markdown_table(rows)
+
+
+# The per-layer statistics summary.json keeps for the first and the last probe/logged step:
+# the probe's (activations.first_probe / last_probe) and GradientMonitor's
+# (grad_norms.first_step / last_step; the weight-gradient norm under the layer's name).
+LAYER_STATISTICS = [
+    "act_mean",
+    "act_std",
+    "act_saturated",
+    "grad_signal",
+    GRAD_NORM,
+    GRAD_NORM_BIAS,
+]
+# The ones markdown shows (the CSV has them all).
+LAYER_MARKDOWN_STATISTICS = ["act_std", "grad_signal", GRAD_NORM, GRAD_NORM_BIAS]
+WHEN = {"init": "first", "end": "last"}
+
+
+def _layer_stats(run: Run, which: str) -> dict[str, dict[str, float]]:
+    """{layer: {statistic: value}} at the run's first or last probe and logged step."""
+    out: dict[str, dict[str, float]] = {}
+    probe = run.get("activations", f"{which}_probe") or {}
+    grads = run.get("grad_norms", f"{which}_step") or {}
+    for key, value in [*probe.items(), *grads.items()]:
+        stat, _, layer = key.rpartition("/")
+        if not layer.startswith("layer_"):
+            continue
+        stat = stat or GRAD_NORM  # GradientMonitor's rows key the weight norm by layer alone
+        if stat in LAYER_STATISTICS:
+            out.setdefault(layer, {})[stat] = _number(value)
+    return out
+
+
+def layers_table(runs: Sequence[Run]) -> pd.DataFrame:
+    """One row per config, moment (`init`: step 0, `end`: the last probe and logged step) and
+    tracked layer: each statistic's mean over the config's finished runs (all of its runs
+    when none finished), and how many runs it averages."""
+    groups: dict[tuple[str, ...], list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.group_key, []).append(run)
+    rows = []
+    for members, label in zip(groups.values(), _varying(list(groups)), strict=True):
+        finished = [r for r in members if r.status in FINISHED] or members
+        label = label or "(no overrides)"
+        for when, which in WHEN.items():
+            stats = [_layer_stats(run, which) for run in finished]
+            layers = sorted({name for s in stats for name in s}, key=layer_number)
+            for layer in layers:
+                row: dict[str, Any] = {"config": label, "when": when, "layer": layer}
+                for stat in LAYER_STATISTICS:
+                    values = [s.get(layer, {}).get(stat, math.nan) for s in stats]
+                    row[stat] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+                row["n_runs"] = len(stats)
+                rows.append(row)
+    return pd.DataFrame(rows, columns=["config", "when", "layer", *LAYER_STATISTICS, "n_runs"])
+
+
+def layers_markdown(layers: pd.DataFrame) -> str:
+    """Per statistic, a table of layers × (config, moment), in 2 significant digits."""
+    if layers.empty:
+        return "No run recorded per-layer statistics.\n"
+    parts = []
+    for stat in LAYER_MARKDOWN_STATISTICS:
+        wide = layers.pivot_table(stat, index="layer", columns=["config", "when"], sort=False)
+        if wide.isna().all().all():
+            continue
+        order = sorted(wide.index, key=layer_number)
+        rows = [
+            {
+                "layer": layer,
+                **{f"{c} ({w})": _fmt(wide.loc[layer, (c, w)], ".2g") for c, w in wide},
+            }
+            for layer in order
+        ]
+        parts += [f"**{stat}**\n", markdown_table(rows)]
+    return "\n".join(parts)
