@@ -22,9 +22,10 @@ from tests.helpers import REPO_ROOT, TINY
 
 ACTIVATIONS = "sigmoid, tanh, relu, leaky_relu, elu, selu, gelu, silu, softplus, identity"
 INITS = (
-    "default, xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal, lecun_normal, "
-    "normal, orthogonal, matched"
+    "default, glorot_standard, xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal, "
+    "lecun_normal, lecun_uniform, normal, orthogonal, variance_scaling, glorot_normalized, matched"
 )
+BIASES = "zeros, default, constant, normal, uniform"
 WHOLE = "use a whole number >= 1"
 
 # (overrides, the whole sentence, or its start when it ends in "...")
@@ -64,6 +65,21 @@ BAD = [
         f"activation.name='sigmoidd' is not allowed: choose one of {ACTIVATIONS}.",
     ),
     (["init.name=he"], f"init.name='he' is not allowed: choose one of {INITS}."),
+    (
+        ["init=variance_scaling", "init.distribution=cauchy"],
+        "init.distribution='cauchy' is not allowed: choose one of normal, uniform, "
+        "truncated_normal.",
+    ),
+    (["init.bias.name=gauss"], f"init.bias.name='gauss' is not allowed: choose one of {BIASES}."),
+    (
+        ["init/bias=normal", "+init.bias.sd=0.2"],
+        "init.bias.sd=0.2 is not allowed: the 'normal' bias init has no such parameter; its "
+        "parameters are std.",
+    ),
+    (
+        ["init/bias=normal", "init.bias.std=0"],
+        "init.bias.std=0 is not allowed: use a number > 0 (the biases' standard deviation).",
+    ),
     (
         ["model._target_=gradflow.nn.models.MPL"],
         "model._target_='gradflow.nn.models.MPL' is not allowed: use model=bn_mlp, model=mlp or "
@@ -153,6 +169,7 @@ def test_gpu_trainer_without_cuda_is_refused(compose_cfg):
         ["model=res_mlp", "model.hidden_sizes=[32,16,32]"],
         ["init=matched", "activation=selu"],
         ["init=orthogonal", "optimizer=adam", "activation=leaky_relu"],
+        ["init=variance_scaling", "init.sigma_w2=2", "init/bias=normal", "init.bias.std=0.2"],
         ["data=fashion_mnist", "data.train_size=null", "data.val_size=null"],
         ["data=xor", "model.hidden_sizes=[8,8]"],
     ],

@@ -78,3 +78,10 @@ def check_params(
         if key not in known:
             listed = f"its parameters are {', '.join(known)}" if known else "it has none"
             raise ConfigError(f"{prefix}{key}", value, f"{owner} has no such parameter; {listed}")
+
+
+def finite(key: str, value: Any, what: str = "") -> float:
+    """`value` if it is a finite number of any sign."""
+    if is_number(value):
+        return value
+    raise ConfigError(key, value, f"use a finite number{_note(what)}")

@@ -1,4 +1,4 @@
-"""Networks: the activation registry, init schemes and the tracked MLP families."""
+"""Networks: the activation registry, weight and bias init schemes and the tracked MLP families."""
 
 from gradflow.nn.activations import (
     ACTIVATIONS,
@@ -7,11 +7,12 @@ from gradflow.nn.activations import (
     get_activation_info,
     max_abs_derivative,
 )
-from gradflow.nn.init import INIT_SCHEMES, init_linear
+from gradflow.nn.init import BIAS_SCHEMES, INIT_SCHEMES, init_linear
 from gradflow.nn.models import BNMLP, MLP, ResMLP, TrackedModel, layer_name
 
 __all__ = [
     "ACTIVATIONS",
+    "BIAS_SCHEMES",
     "BNMLP",
     "INIT_SCHEMES",
     "MLP",

@@ -1,26 +1,55 @@
-"""Weight initialisation schemes, by name, matched to the activation that follows.
+"""Weight and bias initialisation, set independently by config: one registry for each.
 
-Each scheme sets a Linear layer's weight; biases are zeroed (as Keras does) except
-under `default`, which keeps PyTorch's own U(±1/sqrt(fan_in)) weights and biases.
-The output layer, which no activation follows, gets the scheme with a linear gain.
+An init spec is a weight scheme's name or `{name: ..., **its parameters, bias: ...}`, and
+`bias` is a bias scheme's name or `{name: ..., **its parameters}`. Without `bias` a weight
+scheme brings its own: zeros (as Keras does) for every scheme but `default`, whose
+PyTorch biases U(±1/sqrt(fan_in)) make it exactly nn.Linear's own init. From the command
+line: `init=variance_scaling init.sigma_w2=2 init/bias=normal init.bias.std=0.2` (the bias
+options are conf/init/bias/). A normal bias takes its std, not its variance: mean-field
+papers' sigma_b^2 = 0.05 is std 0.2236.
+
+Every scale is per layer, through the layer's own fan (784 for MNIST's input layer), so
+`variance_scaling` is the mean-field parametrisation W ~ N(0, sigma_w2/fan_in). The output
+layer, which no activation follows: a scheme whose gain comes from the activation
+(kaiming_*) uses the linear gain there; a scheme with an explicit scale (normal's std,
+orthogonal's gain, variance_scaling's sigma_w2) uses that scale there too, as mean-field
+papers do (Poole et al. 2016, Schoenholz et al. 2017: one sigma_w^2 for every layer).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
-from gradflow.checks import check_params, number, one_of
-from gradflow.nn.activations import ActivationInfo, activation_params, split_spec
+from gradflow.checks import check_params, finite, number, one_of
+from gradflow.nn.activations import ActivationInfo, activation_params, spec_label, split_spec
 
-WeightInit = Callable[[nn.Linear, str, float, dict[str, Any]], None]
+InitSpec = str | Mapping[str, Any]
+BIAS = "bias"  # the key of a weight spec that holds the bias spec
+MATCHED = "matched"
 
 
-def _default(layer: nn.Linear, nonlinearity: str, slope: float, _: dict[str, Any]) -> None:
-    layer.reset_parameters()
+@dataclass(frozen=True)
+class Scheme:
+    """A registry entry: the function that draws the values, its parameters with their
+    defaults, and (weight schemes) the bias scheme used when the spec names none."""
+
+    draw: Callable[..., None]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    bias: str = "zeros"
+
+
+# --- weights: draw(layer, kaiming nonlinearity, its slope, params) ---
+
+
+def _pytorch_uniform(layer: nn.Linear, *_: Any) -> None:
+    # nn.Linear's own draw (its reset_parameters): gain sqrt(1/3) makes the bound 1/sqrt(fan_in).
+    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5))
 
 
 def _xavier_uniform(layer: nn.Linear, *_: Any) -> None:
@@ -43,6 +72,11 @@ def _lecun_normal(layer: nn.Linear, *_: Any) -> None:
     nn.init.normal_(layer.weight, std=1.0 / math.sqrt(layer.in_features))
 
 
+def _lecun_uniform(layer: nn.Linear, *_: Any) -> None:
+    bound = math.sqrt(3.0 / layer.in_features)  # variance bound^2/3 = 1/fan_in
+    nn.init.uniform_(layer.weight, -bound, bound)
+
+
 def _normal(layer: nn.Linear, _n: str, _s: float, params: dict[str, Any]) -> None:
     nn.init.normal_(layer.weight, mean=0.0, std=params["std"])
 
@@ -51,63 +85,186 @@ def _orthogonal(layer: nn.Linear, _n: str, _s: float, params: dict[str, Any]) ->
     nn.init.orthogonal_(layer.weight, gain=params["gain"])
 
 
-# name -> (weight initialiser, its parameters with defaults)
-INIT_SCHEMES: dict[str, tuple[WeightInit, dict[str, Any]]] = {
-    "default": (_default, {}),
-    "xavier_uniform": (_xavier_uniform, {}),
-    "xavier_normal": (_xavier_normal, {}),
-    "kaiming_uniform": (_kaiming_uniform, {}),
-    "kaiming_normal": (_kaiming_normal, {}),
-    "lecun_normal": (_lecun_normal, {}),
-    "normal": (_normal, {"std": 1.0}),
-    "orthogonal": (_orthogonal, {"gain": 1.0}),
+# N(0, 1) cut at ±2 has std 0.8796...; dividing by it gives the truncated draw the variance
+# asked for, as Keras's and JAX's variance_scaling do (trunc_normal_ cuts at absolute a, b).
+TRUNCATED_STD = 0.87962566103423978
+
+
+def _truncated_normal(weight: torch.Tensor, std: float) -> None:
+    wide = std / TRUNCATED_STD
+    nn.init.trunc_normal_(weight, std=wide, a=-2.0 * wide, b=2.0 * wide)
+
+
+def _uniform(weight: torch.Tensor, std: float) -> None:
+    bound = math.sqrt(3.0) * std  # U(±b) has variance b^2/3
+    nn.init.uniform_(weight, -bound, bound)
+
+
+# variance_scaling's `distribution`: a zero-mean draw with the given std.
+DISTRIBUTIONS: dict[str, Callable[[torch.Tensor, float], None]] = {
+    "normal": lambda weight, std: nn.init.normal_(weight, std=std),
+    "uniform": _uniform,
+    "truncated_normal": _truncated_normal,
+}
+# variance_scaling's `mode`: the fan the variance is divided by.
+FANS: dict[str, Callable[[nn.Linear], float]] = {
+    "fan_in": lambda layer: layer.in_features,
+    "fan_out": lambda layer: layer.out_features,
+    "fan_avg": lambda layer: (layer.in_features + layer.out_features) / 2,
 }
 
 
-MATCHED = "matched"
+def _variance_scaling(layer: nn.Linear, _n: str, _s: float, params: dict[str, Any]) -> None:
+    std = math.sqrt(params["sigma_w2"] / FANS[params["mode"]](layer))
+    DISTRIBUTIONS[params["distribution"]](layer.weight, std)
 
 
-# What the parameters of the schemes above mean, for the one-sentence errors.
-PARAMETER_MEANINGS = {"std": "the weights' standard deviation", "gain": "the weights' scale"}
+INIT_SCHEMES: dict[str, Scheme] = {
+    "default": Scheme(_pytorch_uniform, bias="default"),
+    # Glorot & Bengio 2010's "standard" init, eq. 1: U(±1/sqrt(fan_in)), variance 1/(3 fan_in).
+    "glorot_standard": Scheme(_pytorch_uniform),
+    "xavier_uniform": Scheme(_xavier_uniform),
+    "xavier_normal": Scheme(_xavier_normal),
+    "kaiming_uniform": Scheme(_kaiming_uniform),
+    "kaiming_normal": Scheme(_kaiming_normal),
+    "lecun_normal": Scheme(_lecun_normal),
+    "lecun_uniform": Scheme(_lecun_uniform),
+    "normal": Scheme(_normal, {"std": 1.0}),
+    "orthogonal": Scheme(_orthogonal, {"gain": 1.0}),
+    "variance_scaling": Scheme(
+        _variance_scaling, {"sigma_w2": 1.0, "distribution": "normal", "mode": "fan_in"}
+    ),
+}
+# Other names for a scheme above, resolved before anything else reads the spec.
+ALIASES = {"glorot_normalized": "xavier_uniform"}  # Glorot & Bengio 2010's eq. 16
+
+# What each weight parameter may be, for the one-sentence errors.
+WEIGHT_RULES: dict[str, Callable[[str, Any], Any]] = {
+    "std": lambda key, value: number(key, value, what="the weights' standard deviation"),
+    "gain": lambda key, value: number(key, value, what="the weights' scale"),
+    "sigma_w2": lambda key, value: number(key, value, what="the weights' variance times the fan"),
+    "distribution": lambda key, value: one_of(key, value, DISTRIBUTIONS),
+    "mode": lambda key, value: one_of(key, value, FANS),
+}
 
 
-def resolve_matched_init(
-    spec: str | Mapping[str, Any], activation: ActivationInfo
-) -> str | Mapping[str, Any]:
-    """`matched` means the activation's recommended init (the registry says which)."""
-    name, _ = split_spec(spec)
-    return activation.recommended_init if name == MATCHED else spec
+# --- biases: draw(bias, fan_in, params) ---
 
 
-def init_params(spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Split `{name: ..., **params}` (or a bare name) and fill in defaults; checks both."""
+def _pytorch_bias(bias: torch.Tensor, fan_in: int, _: Any) -> None:
+    bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's own bias draw
+    nn.init.uniform_(bias, -bound, bound)
+
+
+BIAS_SCHEMES: dict[str, Scheme] = {
+    "zeros": Scheme(lambda bias, *_: nn.init.zeros_(bias)),
+    "default": Scheme(_pytorch_bias),
+    # cs231n's "small constant such as 0.01", so every ReLU unit starts active.
+    "constant": Scheme(lambda bias, _, p: nn.init.constant_(bias, p["value"]), {"value": 0.01}),
+    # N(0, 1) is Nielsen's (ch. 5); mean-field papers' sigma_b^2 = 0.05 is std 0.2236.
+    "normal": Scheme(lambda bias, _, p: nn.init.normal_(bias, std=p["std"]), {"std": 1.0}),
+    "uniform": Scheme(
+        lambda bias, _, p: nn.init.uniform_(bias, -p["bound"], p["bound"]), {"bound": 1.0}
+    ),
+}
+
+BIAS_RULES: dict[str, Callable[[str, Any], Any]] = {
+    "value": lambda key, value: finite(key, value, what="the biases' value"),
+    "std": lambda key, value: number(key, value, what="the biases' standard deviation"),
+    "bound": lambda key, value: number(key, value, what="the biases' bound, U(-bound, bound)"),
+}
+
+
+def _checked(
+    name: str,
+    params: dict[str, Any],
+    registry: Mapping[str, Scheme],
+    rules: Mapping[str, Callable[[str, Any], Any]],
+    owner: str,
+    prefix: str = "",
+) -> dict[str, Any]:
+    """The parameters with the scheme's defaults filled in, each known and allowed."""
+    defaults = registry[name].defaults
+    check_params(params, defaults, owner, prefix)
+    merged = {**defaults, **params}
+    for key, value in merged.items():
+        rules[key](prefix + key, value)
+    return merged
+
+
+def resolve_matched_init(spec: InitSpec, activation: ActivationInfo) -> InitSpec:
+    """`matched` means the activation's recommended init (the registry says which); a bias
+    given with it is kept."""
     name, params = split_spec(spec)
-    one_of("name", name, [*INIT_SCHEMES, MATCHED])
+    if name != MATCHED:
+        return spec
+    if BIAS in params:
+        return {"name": activation.recommended_init, BIAS: params[BIAS]}
+    return activation.recommended_init
+
+
+def init_params(spec: InitSpec) -> tuple[str, dict[str, Any]]:
+    """The weight scheme's name (an alias resolved) and parameters, defaults filled in;
+    checks the whole spec, the bias too."""
+    name, params = split_spec(spec)
+    params.pop(BIAS, None)
+    one_of("name", name, [*INIT_SCHEMES, *ALIASES, MATCHED])
+    name = ALIASES.get(name, name)
+    bias_params(spec)
     if name == MATCHED:  # resolved against the activation by the model
         check_params(params, {}, f"the {name!r} init")
         return name, {}
-    defaults = INIT_SCHEMES[name][1]
-    check_params(params, defaults, f"the {name!r} init")
-    merged = {**defaults, **params}
-    for key, meaning in PARAMETER_MEANINGS.items():
-        if key in merged:
-            number(key, merged[key], what=meaning)
-    return name, merged
+    return name, _checked(name, params, INIT_SCHEMES, WEIGHT_RULES, f"the {name!r} init")
+
+
+def _own_bias(name: str) -> str:
+    """The bias scheme a weight scheme brings; `matched` becomes a scheme that brings zeros."""
+    scheme = INIT_SCHEMES.get(ALIASES.get(name, name))
+    return scheme.bias if scheme is not None else "zeros"
+
+
+def bias_params(spec: InitSpec) -> tuple[str, dict[str, Any]]:
+    """The bias scheme's name and parameters, defaults filled in: the spec's `bias`, else
+    its weight scheme's own (zeros for all but `default`)."""
+    name, params = split_spec(spec)
+    bias = params.get(BIAS)
+    if bias is None:
+        return _own_bias(name), {}
+    if isinstance(bias, Mapping):
+        bias_name, given = split_spec(bias)
+        one_of(f"{BIAS}.name", bias_name, BIAS_SCHEMES)
+    else:
+        bias_name, given = one_of(BIAS, bias, BIAS_SCHEMES), {}
+    owner = f"the {bias_name!r} bias init"
+    return bias_name, _checked(bias_name, given, BIAS_SCHEMES, BIAS_RULES, owner, f"{BIAS}.")
+
+
+def init_label(spec: InitSpec) -> str:
+    """The init as text, every parameter shown: `normal:std=1`, and the bias when it is not
+    the scheme's own: `variance_scaling:sigma_w2=2:distribution=normal:mode=fan_in, bias
+    normal:std=0.2`."""
+    name, params = init_params(spec)
+    label = spec_label(name, params)
+    bias_name, bias = bias_params(spec)
+    if (bias_name, bias) != (_own_bias(name), {}):
+        label += f", bias {spec_label(bias_name, bias)}"
+    return label
 
 
 def init_linear(
     layer: nn.Linear,
-    spec: str | Mapping[str, Any],
+    spec: InitSpec,
     activation: ActivationInfo | None,
-    activation_spec: str | Mapping[str, Any] | None = None,
+    activation_spec: InitSpec | None = None,
 ) -> None:
-    """Initialise one Linear layer; `activation` is the one that follows it (None: none)."""
+    """Initialise one Linear layer, weights then bias; `activation` is the one that follows
+    it (None: none, the output layer)."""
     name, params = init_params(spec)
-    fn = INIT_SCHEMES[name][0]
     nonlinearity = activation.kaiming_nonlinearity if activation is not None else "linear"
     slope = 0.0
     if nonlinearity == "leaky_relu" and activation_spec is not None:
         slope = float(activation_params(activation_spec)["negative_slope"])
-    fn(layer, nonlinearity, slope, params)
-    if name != "default" and layer.bias is not None:
-        nn.init.zeros_(layer.bias)
+    INIT_SCHEMES[name].draw(layer, nonlinearity, slope, params)
+    if layer.bias is not None:
+        bias_name, bias = bias_params(spec)
+        BIAS_SCHEMES[bias_name].draw(layer.bias, layer.in_features, bias)

@@ -35,7 +35,7 @@ from gradflow.nn.activations import (
     spec_label,
     split_spec,
 )
-from gradflow.nn.init import init_params, resolve_matched_init
+from gradflow.nn.init import init_label, resolve_matched_init
 
 # Results that are columns of the table rather than metric tags.
 VERDICT, GRAD_RATIO_STEP0 = "verdict", "grad_ratio_step0"
@@ -71,7 +71,7 @@ def run_hparams(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
         row.update(depth=model.get("depth"), width=model.get("width"))
     row.update(
         activation=spec_label(split_spec(activation)[0], activation_params(activation)),
-        init=spec_label(*init_params(init)),
+        init=init_label(init),
         optimizer=choices.get("optimizer") or _class_name(cfg.optimizer),
         lr=cfg.optimizer.get("lr"),
         batch_size=data.get("batch_size"),

@@ -22,7 +22,7 @@ from gradflow.diagnostics.probe import check_probe_size
 from gradflow.diagnostics.stats import weight_variances
 from gradflow.names import PROBE_COLUMNS, PROBE_JOB_FILE, PROBE_STATISTICS
 from gradflow.nn.activations import activation_params, spec_label, split_spec
-from gradflow.nn.init import init_params
+from gradflow.nn.init import init_label
 from gradflow.training.run import build_network, output_dir, seed_and_threads
 
 
@@ -40,7 +40,7 @@ def probe(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
     activation = model.activation_spec
     config = {
         "depth": len(layers) - 1,  # hidden layers; the output layer is the last tracked one
-        "init": spec_label(*init_params(model.init_spec)),  # `matched` as resolved
+        "init": init_label(model.init_spec),  # `matched` as resolved
         "activation": spec_label(split_spec(activation)[0], activation_params(activation)),
         "model": _family(cfg),
         "scaling": str(cfg.data.get("scaling", "none")),  # the inputs' scaling
