@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gradflow.checks import whole
 from gradflow.nn.models import TrackedModel
+from gradflow.tasks import Task
+
+# The loss a probe backpropagates when the module names no task: MNIST's.
+DEFAULT_TASK = Task("multiclass")
 
 
 @dataclass
@@ -115,9 +118,11 @@ def capture_probe(
     y: torch.Tensor,
     backprop: bool = True,
     weight_grads: bool = False,
+    task: Task = DEFAULT_TASK,
 ) -> ProbeCapture:
     """Run the probe batch once; with `backprop`, also ∂ℓ_i/∂z for every hidden layer, and
-    with `weight_grads` the tracked layers' weight gradients, from the same backward pass.
+    with `weight_grads` the tracked layers' weight gradients, from the same backward pass
+    of `task`'s loss (the one training minimises).
 
     The backward uses torch.autograd.grad w.r.t. the captured pre-activations (and weights),
     so no parameter's `.grad` is touched.
@@ -154,7 +159,7 @@ def capture_probe(
             if backprop or weight_grads:
                 names = list(live["preacts"]) if backprop else []
                 layers = model.tracked_layers() if weight_grads else {}
-                loss = F.cross_entropy(logits, y, reduction="sum")  # sum: per-sample gradients
+                loss = task.loss(logits, y, reduction="sum")  # sum: per-sample gradients
                 inputs = [live["preacts"][n] for n in names]
                 grads = torch.autograd.grad(loss, inputs + [w.weight for w in layers.values()])
                 signals = dict(zip(names, grads[: len(names)], strict=True))

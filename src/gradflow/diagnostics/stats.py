@@ -41,3 +41,10 @@ def norms(tensors: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
     return [
         None if t is None else torch.linalg.vector_norm(t, dtype=torch.float32) for t in tensors
     ]
+
+
+def unit_percentiles(preact: torch.Tensor, units: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The `q` quantiles (fractions, on the input's device) of each of `units` over the
+    samples of a (samples, units) pre-activation: a (len(q), len(units)) tensor, linear
+    interpolation between samples as torch.quantile does."""
+    return torch.quantile(preact.reshape(preact.shape[0], -1)[:, units].float(), q, dim=0)
