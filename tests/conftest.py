@@ -24,10 +24,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 @pytest.fixture
 def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     """Compose conf/train.yaml in-process with TINY + overrides, writing under tmp_path
-    (the XOR data has no subsample sizes: TINY's data keys are left out for it)."""
+    (the XOR and regression data have no MNIST keys: TINY's data keys are left out for them)."""
 
     def _compose(*overrides: str, tiny: bool = True) -> DictConfig:
-        shrink = [o for o in TINY if "data=xor" not in overrides or not o.startswith("data.")]
+        synthetic = {"data=xor", "data=regression"} & set(overrides)
+        shrink = [o for o in TINY if not synthetic or not o.startswith("data.")]
         with initialize_config_dir(str(config_dir()), version_base="1.3"):
             cfg = compose("train", overrides=[*(shrink if tiny else []), *overrides])
         with open_dict(cfg):

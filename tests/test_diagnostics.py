@@ -56,7 +56,7 @@ def images() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class TinyModule(L.LightningModule):
-    """ClassifierModule's shape: `.model`, cross-entropy, SGD."""
+    """TaskModule's shape: `.model`, cross-entropy, SGD."""
 
     def __init__(self, model: torch.nn.Module, lr: float = 0.01) -> None:
         super().__init__()

@@ -20,7 +20,7 @@ from tensorboard.backend.event_processing import event_accumulator as ea
 
 from gradflow.errors import ConfigError
 from gradflow.nn import MLP
-from gradflow.training.module import ClassifierModule
+from gradflow.training.module import TaskModule
 from gradflow.training.resume import (
     RESUMABLE,
     checkpoint_progress,
@@ -197,17 +197,17 @@ def test_readme_lists_every_key_a_resume_may_change():
 def test_checkpoint_keeps_the_best_val_accuracy():
     # MaxMetric's state is not in the state dict, and on_train_start resets it.
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
-    module = ClassifierModule(MLP(depth=1, width=4), torch.optim.SGD)
+    module = TaskModule(MLP(depth=1, width=4), torch.optim.SGD)
     module.val_acc_best.update(torch.tensor(0.75))
     checkpoint: dict = {}
     module.on_save_checkpoint(checkpoint)
-    restored = ClassifierModule(MLP(depth=1, width=4), torch.optim.SGD)
+    restored = TaskModule(MLP(depth=1, width=4), torch.optim.SGD)
     restored.trainer = trainer
     restored.on_load_checkpoint(checkpoint)
     restored.on_train_start()
     restored.val_acc_best.update(torch.tensor(0.5))
     assert restored.val_acc_best.compute().item() == 0.75
-    fresh = ClassifierModule(MLP(depth=1, width=4), torch.optim.SGD)
+    fresh = TaskModule(MLP(depth=1, width=4), torch.optim.SGD)
     fresh.trainer = trainer
     fresh.on_load_checkpoint({})  # a checkpoint from before any validation
     fresh.on_train_start()

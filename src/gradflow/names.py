@@ -42,6 +42,16 @@ FIRST_LAST_RATIO = f"{GRAD_NORM}/first_last_ratio"
 # layers without a bias (Linear before BatchNorm) have none.
 GRAD_NORM_BIAS = "grad_norm_bias"
 ACTIVATIONS = "activations"  # histograms activations/layer_k
+# ActivationMonitor's percentiles of single units' pre-activations over the probe batch
+# (Ioffe & Szegedy 2015, Fig. 1b, c): preact_p15/layer_k/unit_j, ...
+PREACT_PERCENTILES = (15, 50, 85)
+
+
+def percentile_tag(percentile: int, layer: str, unit: int) -> str:
+    """`preact_p15/layer_02/unit_007`: a percentile of unit `unit` (0-based) of `layer`."""
+    return f"preact_p{percentile}/{layer}/unit_{unit:03d}"
+
+
 # The metrics of TensorBoard's HParams table: each tag's last point.
 HPARAMS_METRICS = (VAL_ACC, VAL_ACC_BEST, VAL_LOSS)
 

@@ -21,10 +21,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from gradflow.checks import whole
 from gradflow.errors import ConfigError
+from gradflow.tasks import Task, make_task
 
 log = logging.getLogger(__name__)
 
-Split = tuple[Tensor, Tensor]  # inputs, integer labels
+Split = tuple[Tensor, Tensor]  # inputs, targets (integer labels, or values to regress)
 
 
 def epoch_seed(shuffle_seed: int, epoch: int) -> int:
@@ -88,12 +89,14 @@ class TensorDataModule(L.LightningDataModule):
     With `preload` (the default) the tensors move to the device of the model being trained
     (`trainer.lightning_module.device`, where Lightning has put the model by the time it
     asks for a loader) and stay there; without it, a torch DataLoader serves them from the
-    CPU and Lightning copies each batch. Subclasses set `num_classes` and `input_shape`
-    (the model's input and output sizes come from them) and implement `load`.
+    CPU and Lightning copies each batch. Subclasses set `input_shape`, `task_name` (a
+    `gradflow.tasks` name) and, when they classify, `num_classes` (the model's input and
+    output sizes come from them), and implement `load`.
     """
 
-    num_classes: int
+    num_classes: int | None = None
     input_shape: tuple[int, ...]
+    task_name: str = "multiclass"
 
     def __init__(
         self,
@@ -115,6 +118,16 @@ class TensorDataModule(L.LightningDataModule):
     def in_features(self) -> int:
         """Inputs per sample, flattened: what the model's first layer takes."""
         return math.prod(self.input_shape)
+
+    @property
+    def task(self) -> Task:
+        """What the targets are, hence the model's output size and the loss."""
+        return make_task(self.task_name, self.num_classes)
+
+    def chance_loss(self) -> float | None:
+        """The task's loss of the best input-blind prediction on the validation targets."""
+        self.setup()
+        return self.task.chance_loss(self.val_data[1])
 
     def load(self) -> tuple[Split, Split]:
         """(train, validation) tensors on the CPU; called once, by the first `setup`."""

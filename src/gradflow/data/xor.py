@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from gradflow.checks import number, whole
+from gradflow.checks import number, one_of, whole
 from gradflow.data.tensors import Split, TensorDataModule
 
 XOR_INPUTS = [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
@@ -17,8 +17,10 @@ class XORDataModule(TensorDataModule):
     """Train on `copies` (optionally jittered) copies of the 4 XOR points; validate on the 4
     (also the probe batch).
 
-    Labels are classes 0/1 for a 2-logit cross-entropy head, equivalent to the tutorial's
-    single sigmoid unit with binary cross-entropy.
+    Labels are classes 0/1. `task`: `multiclass`, two logits with softmax cross-entropy;
+    `binary`, the tutorial's one sigmoid unit with binary cross-entropy. The two are the
+    same function class (softmax over two logits is sigmoid of their difference) but not the
+    same parametrisation: the output layer differs, so training does too.
     """
 
     num_classes = 2
@@ -31,8 +33,10 @@ class XORDataModule(TensorDataModule):
         batch_size: int = 4,
         shuffle_seed: int = 42,
         subsample_seed: int = 7,
+        task: str = "multiclass",
     ) -> None:
         super().__init__(batch_size, len(XOR_LABELS), shuffle_seed)
+        self.task_name = one_of("task", task, ("multiclass", "binary"))
         self.copies = whole("copies", copies)
         self.noise = number("noise", noise, what="the jitter's standard deviation", or_equal=True)
         self.subsample_seed = whole("subsample_seed", subsample_seed, minimum=0)

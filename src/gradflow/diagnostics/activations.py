@@ -17,6 +17,10 @@ Per hidden layer k:
   BatchNorm's input and output.
 - ResMLP, at the layer whose activation follows a residual sum: `res_skip_std/layer_k`
   (the skip path, the block's input) and `res_branch_std/layer_k` (the residual branch).
+- With `percentile_units` n > 0: `preact_p15/layer_k/unit_j`, `preact_p50/...`,
+  `preact_p85/...`, the 15th, 50th and 85th percentiles over the probe batch of the input
+  of n units per hidden layer (unit j, 0-based, drawn once by `percentile_seed`): how a
+  sigmoid's input distribution drifts during training (Ioffe & Szegedy 2015, Fig. 1b, c).
 - Histograms `preactivations/layer_k`, `activations/layer_k` at each probe; the picture
   `figures/activation_histograms` (a grid, one panel per hidden layer) at step 0 and every
   `figures_every_n_epochs`-th epoch and the last.
@@ -44,18 +48,40 @@ from gradflow.diagnostics.common import (
     tracked_model,
 )
 from gradflow.diagnostics.figures import ActivationHistogramGrid
-from gradflow.diagnostics.probe import ProbeCapture, capture_probe, check_probe_size, probe_batch
-from gradflow.diagnostics.stats import norms, rms, saturation_stats, spread
-from gradflow.names import GRAD_NORM, GRAD_NORM_BIAS
+from gradflow.diagnostics.probe import (
+    DEFAULT_TASK,
+    ProbeCapture,
+    capture_probe,
+    check_probe_size,
+    probe_batch,
+)
+from gradflow.diagnostics.stats import norms, rms, saturation_stats, spread, unit_percentiles
+from gradflow.names import GRAD_NORM, GRAD_NORM_BIAS, PREACT_PERCENTILES, percentile_tag
 from gradflow.nn.models import TrackedModel
 
 Stats = dict[str, Any]
 
 
-def probe_statistics(model: TrackedModel, capture: ProbeCapture) -> dict[str, torch.Tensor]:
+def sample_units(model: TrackedModel, n: int, seed: int) -> dict[str, list[int]]:
+    """n units of each hidden layer (all of a narrower one), sorted, drawn without
+    replacement by one generator seeded by `seed`, layer after layer: the same units
+    whenever the model's widths and the seed are."""
+    generator = torch.Generator().manual_seed(seed)
+    units = {}
+    layers = model.tracked_layers()
+    for name in model.activation_modules():
+        width = layers[name].out_features
+        units[name] = sorted(torch.randperm(width, generator=generator)[:n].tolist())
+    return units
+
+
+def probe_statistics(
+    model: TrackedModel, capture: ProbeCapture, units: dict[str, list[int]] | None = None
+) -> dict[str, torch.Tensor]:
     """Every scalar of one probe as 0-d device tensors, keyed by their TensorBoard tag
     (`grad_norm/layer_k` and `grad_norm_bias/layer_k` too when the capture holds the
-    weight and bias gradients)."""
+    weight and bias gradients, and the percentiles of the pre-activation of `units` per
+    hidden layer)."""
     out: dict[str, torch.Tensor] = {}
     for name, z in capture.preacts.items():
         act = capture.acts[name]
@@ -66,6 +92,12 @@ def probe_statistics(model: TrackedModel, capture: ProbeCapture) -> dict[str, to
         out[f"act_dead/{name}"] = dead
         if name in capture.signals:
             out[f"grad_signal/{name}"] = rms(capture.signals[name])
+        if units and name in units:
+            q = torch.tensor([p / 100 for p in PREACT_PERCENTILES], device=z.device)
+            table = unit_percentiles(z, torch.tensor(units[name], device=z.device), q)
+            for i, p in enumerate(PREACT_PERCENTILES):
+                for j, unit in enumerate(units[name]):
+                    out[percentile_tag(p, name, unit)] = table[i, j]
     for kind, tensors in (
         ("bn_in_std", capture.bn_in),
         ("bn_out_std", capture.bn_out),
@@ -91,6 +123,9 @@ class ActivationMonitor(L.Callback):
         figures_every_n_epochs: log the `figures/activation_histograms` grid at step 0 and
             at the probes of every N-th epoch and of the last one (0: never).
         backprop_signal: also run one backward pass for `grad_signal/layer_k`.
+        percentile_units: units per hidden layer whose pre-activation percentiles are
+            logged (`preact_p15/layer_k/unit_j`, ...); 0: none.
+        percentile_seed: seeds which units.
     """
 
     def __init__(
@@ -100,6 +135,8 @@ class ActivationMonitor(L.Callback):
         histograms: bool = True,
         figures_every_n_epochs: int = 5,
         backprop_signal: bool = True,
+        percentile_units: int = 0,
+        percentile_seed: int = 0,
     ) -> None:
         self.probe_size = check_probe_size(probe_size)
         self.every_n_epochs = whole("every_n_epochs", every_n_epochs, minimum=0)
@@ -108,6 +145,9 @@ class ActivationMonitor(L.Callback):
             "figures_every_n_epochs", figures_every_n_epochs, minimum=0
         )
         self.backprop_signal = backprop_signal
+        self.percentile_units = whole("percentile_units", percentile_units, minimum=0)
+        self.percentile_seed = whole("percentile_seed", percentile_seed, minimum=0)
+        self._units: dict[str, list[int]] = {}
         self.first_probe: Stats | None = None  # {"step": int, tag: value, ...}
         self.last_probe: Stats | None = None
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -115,7 +155,10 @@ class ActivationMonitor(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._batch = probe_batch(trainer, pl_module, self.probe_size)
-        self._activation = tracked_model(pl_module).activation_spec
+        model = tracked_model(pl_module)
+        self._activation = model.activation_spec
+        if self.percentile_units:
+            self._units = sample_units(model, self.percentile_units, self.percentile_seed)
         if trainer.global_step == 0:  # a resumed run probed its start long ago
             self.probe(trainer, pl_module, step=0, figures=self.figures_every_n_epochs > 0)
 
@@ -149,8 +192,10 @@ class ActivationMonitor(L.Callback):
             return self.last_probe
         model = tracked_model(pl_module)
         x, y = self._batch
-        capture = capture_probe(model, x, y, backprop=self.backprop_signal)
-        tensors = probe_statistics(model, capture)
+        # The module's task (its loss) when it has one; a bare LightningModule trains MNIST's.
+        task = getattr(pl_module, "task", DEFAULT_TASK)
+        capture = capture_probe(model, x, y, backprop=self.backprop_signal, task=task)
+        tensors = probe_statistics(model, capture, self._units)
         values = torch.stack(list(tensors.values())).tolist()  # the probe's one transfer
         scalars = dict(zip(tensors, values, strict=True))
         log_scalars(trainer, scalars, step)

@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gradflow.checks import whole
 from gradflow.nn.models import TrackedModel
+from gradflow.tasks import Task
+
+# The loss a probe backpropagates when the module names no task: MNIST's.
+DEFAULT_TASK = Task("multiclass")
 
 
 @dataclass
@@ -116,10 +119,11 @@ def capture_probe(
     y: torch.Tensor,
     backprop: bool = True,
     weight_grads: bool = False,
+    task: Task = DEFAULT_TASK,
 ) -> ProbeCapture:
     """Run the probe batch once; with `backprop`, also ∂ℓ_i/∂z for every hidden layer, and
     with `weight_grads` the tracked layers' weight and bias gradients, from the same
-    backward pass.
+    backward pass of `task`'s loss (the one training minimises).
 
     The backward uses torch.autograd.grad w.r.t. the captured pre-activations (and weights),
     so no parameter's `.grad` is touched.
@@ -158,7 +162,7 @@ def capture_probe(
                 names = list(live["preacts"]) if backprop else []
                 layers = model.tracked_layers() if weight_grads else {}
                 with_bias = [n for n, layer in layers.items() if layer.bias is not None]
-                loss = F.cross_entropy(logits, y, reduction="sum")  # sum: per-sample gradients
+                loss = task.loss(logits, y, reduction="sum")  # sum: per-sample gradients
                 inputs = [live["preacts"][n] for n in names]
                 params = [w.weight for w in layers.values()] + [layers[n].bias for n in with_bias]
                 grads = torch.autograd.grad(loss, inputs + params)

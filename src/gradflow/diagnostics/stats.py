@@ -51,3 +51,10 @@ def weight_variances(layer: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor
     bias = layer.bias
     sigma_b2 = bias.detach().float().pow(2).mean() if bias is not None else sigma_w2.new_zeros(())
     return sigma_w2, sigma_b2
+
+
+def unit_percentiles(preact: torch.Tensor, units: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The `q` quantiles (fractions, on the input's device) of each of `units` over the
+    samples of a (samples, units) pre-activation: a (len(q), len(units)) tensor, linear
+    interpolation between samples as torch.quantile does."""
+    return torch.quantile(preact.reshape(preact.shape[0], -1)[:, units].float(), q, dim=0)

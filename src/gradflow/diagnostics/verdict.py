@@ -3,7 +3,9 @@
 Labels (several may hold; `healthy` only when none of the others does):
 
 - `vanishing`: grad_norm/first_last_ratio < vanishing_ratio, or every layer's gradient
-  norm < vanishing_max_norm while val/loss > unfitted_loss_fraction * ln(classes).
+  norm < vanishing_max_norm while val/loss > unfitted_loss_fraction * ln(classes) (or
+  times `reference_loss`, the task's chance loss: ln 2 for one sigmoid unit, the
+  targets' variance for a regression; `gradflow.tasks`).
 - `exploding`: the run diverged (a non-finite loss or gradient), or
   first_last_ratio > exploding_ratio, or grad_norm/total > exploding_total_norm.
 - `saturated`: the activation flattens on both sides (sigmoid, tanh) and act_saturated >
@@ -129,6 +131,7 @@ def judge(
     max_layer_norm: float | None = None,
     val_loss: float | None = None,
     num_classes: int | None = None,
+    reference_loss: float | None = None,
 ) -> Verdict:
     """Label a run from its numbers; a number that is None was not measured and is skipped.
 
@@ -158,7 +161,7 @@ def judge(
         vanishing["first_last_ratio"] = first_last_ratio
     # Uniform vanishing: every layer's gradient is small (the ratio can look fine) while the
     # loss is still far from fitted, so a converged net's small gradients do not count.
-    unfitted_loss = t.unfitted_loss_fraction * math.log(num_classes) if num_classes else None
+    unfitted_loss = _unfitted_loss(t, num_classes, reference_loss)
     if (
         _finite(max_layer_norm)
         and max_layer_norm < t.vanishing_max_norm
@@ -216,6 +219,16 @@ def judge(
         labels = ["healthy"]
         reasons["healthy"] = _healthy_reason(first_last_ratio, total_norm, act_saturated, act_dead)
     return Verdict(labels, evidence, t, reasons)
+
+
+def _unfitted_loss(
+    t: VerdictThresholds, num_classes: int | None, reference_loss: float | None
+) -> float | None:
+    """The val/loss above which a net is far from fitted: a fraction of the reference loss
+    (the task's chance loss), else of ln(classes); None when neither is known."""
+    if reference_loss is not None:
+        return t.unfitted_loss_fraction * reference_loss
+    return t.unfitted_loss_fraction * math.log(num_classes) if num_classes else None
 
 
 def _layer_list(values: Mapping[str, float]) -> str:

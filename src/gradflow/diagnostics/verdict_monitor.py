@@ -50,6 +50,7 @@ class VerdictMonitor(L.Callback):
         self._saturation: str | None = None
         self._trainer: L.Trainer | None = None
         self._num_classes: int | None = None
+        self._chance_loss: float | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -63,6 +64,8 @@ class VerdictMonitor(L.Callback):
         model = tracked_model(pl_module)
         self._saturation = model.activation_info.saturation
         self._num_classes = next(reversed(model.tracked_layers().values())).out_features
+        # The task's chance loss (TaskModule's); a bare module's: ln(outputs), as cross-entropy.
+        self._chance_loss = getattr(pl_module, "chance_loss", None)
         self._trainer = trainer
         self.verdict = None
 
@@ -100,6 +103,7 @@ class VerdictMonitor(L.Callback):
             max_layer_norm=self._max_layer_norm(grads),
             val_loss=self._val_loss(),
             num_classes=self._num_classes,
+            reference_loss=self._chance_loss,
         )
 
     def _max_layer_norm(self, grads: Mapping[str, Any] | None) -> float | None:

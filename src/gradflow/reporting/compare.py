@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gradflow.names import COMPLETED, TRAIN_ACC, VAL_ACC
+from gradflow.names import COMPLETED, TRAIN_ACC, TRAIN_LOSS, VAL_ACC, VAL_LOSS
 from gradflow.reporting import figures
 from gradflow.reporting.events import HistogramFilter
 from gradflow.reporting.plotting import save_figure
@@ -129,13 +129,20 @@ def compare(
     comparison.layers.to_csv(files["summary_layers.csv"], index=False)
 
     labels = run_labels(runs)
+    # Regressions log no accuracy: their losses take the accuracy figures' place.
+    regression = all(run.events.scalar(VAL_ACC).empty for run in runs) and any(
+        not run.events.scalar(VAL_LOSS).empty for run in runs
+    )
+    metrics = [("val", VAL_ACC, "Validation accuracy"), ("train", TRAIN_ACC, "Training accuracy")]
+    if regression:
+        metrics = [("val", VAL_LOSS, "Validation loss"), ("train", TRAIN_LOSS, "Training loss")]
     drawn = {
-        "val_acc.png": figures.metric_per_epoch_figure(
-            runs, labels, VAL_ACC, "Validation accuracy"
-        ),
-        "train_acc.png": figures.metric_per_epoch_figure(
-            runs, labels, TRAIN_ACC, "Training accuracy"
-        ),
+        f"{stage}_{tag.split('/')[1]}.png": figures.metric_per_epoch_figure(
+            runs, labels, tag, title
+        )
+        for stage, tag, title in metrics
+    }
+    drawn |= {
         "grad_norm_by_layer.png": figures.grad_norm_by_layer_figure(runs, labels),
         "activation_histograms.png": figures.activation_histograms_figure(runs, labels, layers),
     }

@@ -1,4 +1,4 @@
-"""ClassifierModule: cross-entropy on a TrackedModel's logits, accuracy, and the optimizer."""
+"""TaskModule: a TrackedModel trained on its task's loss, with accuracy when it classifies."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from gradflow.diagnostics.common import epoch_end_step
 from gradflow.names import EPOCH, TRAIN_ACC, TRAIN_LOSS, VAL_ACC, VAL_ACC_BEST, VAL_LOSS
 from gradflow.nn.models import TrackedModel
+from gradflow.tasks import Task, make_task
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -24,8 +25,9 @@ AXIS_METRICS = ("step", EPOCH)
 ACC_BEST_KEY = "val_acc_best"
 
 
-class ClassifierModule(L.LightningModule):
-    """Trains `model` with the optimizer that `optimizer(params)` builds (a Hydra partial).
+class TaskModule(L.LightningModule):
+    """Trains `model` on `task`'s loss (`gradflow.tasks`: `multiclass`, `binary`,
+    `regression`) with the optimizer that `optimizer(params)` builds (a Hydra partial).
 
     `train/acc` and `train/loss` are running means over the epoch's batches, as Keras
     reports them (the weights change during the epoch); `val/*` is a fresh evaluation.
@@ -33,23 +35,35 @@ class ClassifierModule(L.LightningModule):
     torchmetrics update plus a `self.log` per step would cost more than a step of these
     small nets, and a host sync each. Train and validation metrics share one x-axis with
     every end-of-epoch value of the diagnostics: the epoch's last optimizer step
-    (`epoch_end_step`).
+    (`epoch_end_step`). A regression task logs the losses only (no accuracy tags).
+    `chance_loss` (the data module's) is kept for the verdict.
     """
 
-    def __init__(self, model: TrackedModel, optimizer: OptimizerFactory, num_classes: int = 10):
+    def __init__(
+        self,
+        model: TrackedModel,
+        optimizer: OptimizerFactory,
+        num_classes: int | None = 10,
+        task: str = "multiclass",
+        chance_loss: float | None = None,
+    ):
         super().__init__()
         # The model is a module (saved in the state dict); the logger gets the full
         # resolved config from the run instead of these.
         self.save_hyperparameters(ignore=["model"], logger=False)
         self.model = model
-        self.criterion = nn.CrossEntropyLoss()
+        self.task: Task = make_task(task, num_classes)
+        self.chance_loss = chance_loss if chance_loss is not None else self.task.chance_loss()
         # The epoch's sum of per-sample losses and of correct predictions, and its sample count.
         self.register_buffer("train_loss_sum", torch.zeros(()), persistent=False)
         self.register_buffer("train_hits", torch.zeros((), dtype=torch.long), persistent=False)
         self.train_count = 0
         # nan_strategy="disable": no NaN check, which would sync with the host every batch.
         self.val_loss = MeanMetric(nan_strategy="disable")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        # Classes as labels for both heads (binary: the logit's sign), so one metric counts
+        # them; a regression never updates it.
+        classes = num_classes if self.task.classifies else 2
+        self.val_acc = MulticlassAccuracy(classes, average="micro", validate_args=False)
         self.val_acc_best = MaxMetric()
         self._restored_acc_best: torch.Tensor | None = None
 
@@ -77,10 +91,11 @@ class ClassifierModule(L.LightningModule):
         best = checkpoint.get(ACC_BEST_KEY)
         self._restored_acc_best = best if best is not None and torch.isfinite(best) else None
 
-    def _shared_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _shared_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         x, y = batch
-        logits = self(x)
-        return self.criterion(logits, y), logits.argmax(dim=1), y
+        outputs = self(x)
+        preds = self.task.predict(outputs) if self.task.classifies else None
+        return self.task.loss(outputs, y), preds, y
 
     def on_train_epoch_start(self) -> None:
         self.train_loss_sum.zero_()
@@ -90,26 +105,31 @@ class ClassifierModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss, preds, y = self._shared_step(batch)
         # In place on the device: no host sync, nothing logged until the epoch ends.
-        self.train_loss_sum.add_(loss.detach(), alpha=y.numel())
-        self.train_hits.add_((preds == y).sum())
-        self.train_count += y.numel()
+        samples = len(y)
+        self.train_loss_sum.add_(loss.detach(), alpha=samples)
+        if preds is not None:
+            self.train_hits.add_((preds == y).sum())
+        self.train_count += samples
         return loss
 
     def on_train_epoch_end(self) -> None:
         if self.train_count:
             self.log(TRAIN_LOSS, self.train_loss_sum / self.train_count)
-            self.log(TRAIN_ACC, self.train_hits / self.train_count)
+            if self.task.classifies:
+                self.log(TRAIN_ACC, self.train_hits / self.train_count)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         loss, preds, y = self._shared_step(batch)
-        self.val_loss.update(loss, weight=y.numel())
-        self.val_acc.update(preds, y)
+        self.val_loss.update(loss, weight=len(y))
         self.log(VAL_LOSS, self.val_loss, on_step=False, on_epoch=True)
-        self.log(VAL_ACC, self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+        if preds is not None:
+            self.val_acc.update(preds, y)
+            self.log(VAL_ACC, self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
-        self.val_acc_best.update(self.val_acc.compute())
-        self.log(VAL_ACC_BEST, self.val_acc_best.compute(), prog_bar=True)
+        if self.task.classifies:
+            self.val_acc_best.update(self.val_acc.compute())
+            self.log(VAL_ACC_BEST, self.val_acc_best.compute(), prog_bar=True)
         # Lightning would log validation at the step after the epoch's last; put it on the
         # train metrics' step instead (a logged `step` sets the loggers' x-axis). `epoch` is
         # logged once, with the train metrics, by Lightning itself.

@@ -32,7 +32,8 @@ def probe(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
     seed_and_threads(cfg)
     datamodule, model = build_network(cfg)
     x, y = datamodule.probe_batch(check_probe_size(cfg.probe_size))
-    stats = probe_statistics(model, capture_probe(model, x, y, weight_grads=True))
+    capture = capture_probe(model, x, y, weight_grads=True, task=datamodule.task)
+    stats = probe_statistics(model, capture)
     for name, layer in model.tracked_layers().items():
         stats[f"sigma_w2/{name}"], stats[f"sigma_b2/{name}"] = weight_variances(layer)
     values = dict(zip(stats, torch.stack(list(stats.values())).tolist(), strict=True))

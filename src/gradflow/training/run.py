@@ -29,7 +29,7 @@ from gradflow.nn.activations import activation_params
 from gradflow.nn.init import init_params
 from gradflow.nn.models import TrackedModel
 from gradflow.training import console, preflight
-from gradflow.training.module import ClassifierModule
+from gradflow.training.module import TaskModule
 from gradflow.training.resume import (
     RESUME_KEY,
     finished_summary,
@@ -141,15 +141,21 @@ def build(key: str, node: DictConfig, **kwargs: Any) -> Any:
         return instantiate(node, **kwargs)
 
 
-def build_parts(cfg: DictConfig) -> tuple[TensorDataModule, ClassifierModule, list[L.Callback]]:
+def build_parts(cfg: DictConfig) -> tuple[TensorDataModule, TaskModule, list[L.Callback]]:
     """The data (loaded), the LightningModule and the callbacks (checkpointing included)."""
     datamodule, model = build_network(cfg)
-    module = ClassifierModule(model, build("optimizer", cfg.optimizer), datamodule.num_classes)
+    module = TaskModule(
+        model,
+        build("optimizer", cfg.optimizer),
+        datamodule.num_classes,
+        datamodule.task.name,
+        datamodule.chance_loss(),
+    )
     return datamodule, module, [*build_group(cfg, "callbacks"), *build_group(cfg, "checkpoint")]
 
 
 def build_network(cfg: DictConfig) -> tuple[TensorDataModule, TrackedModel]:
-    """The data module (loaded) and the network sized to its samples and classes."""
+    """The data module (loaded) and the network sized to its samples and task."""
     with config_node("data"):
         datamodule = instantiate(cfg.data)
     model = build_model(cfg, datamodule)
@@ -160,7 +166,7 @@ def build_network(cfg: DictConfig) -> tuple[TensorDataModule, TrackedModel]:
 
 def build_model(cfg: DictConfig, datamodule: TensorDataModule) -> TrackedModel:
     """The model group's network, with the activation and init groups' choices, sized to the
-    data module's samples and classes."""
+    data module's samples and task."""
     activation, init = (OmegaConf.to_container(cfg[key]) for key in ("activation", "init"))
     with config_node("activation"):
         activation_params(activation)
@@ -172,7 +178,8 @@ def build_model(cfg: DictConfig, datamodule: TensorDataModule) -> TrackedModel:
         activation=activation,
         init=init,
         in_features=datamodule.in_features,
-        num_classes=datamodule.num_classes,
+        # The output layer's units: the task's (one for a sigmoid head or a regression).
+        num_classes=datamodule.task.num_outputs,
     )
 
 

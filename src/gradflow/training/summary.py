@@ -35,6 +35,7 @@ from gradflow.names import (
     TENSORBOARD_FLAGS,
     TERMINATED,
     TRAIN_ACC,
+    TRAIN_LOSS,
     VAL_ACC,
     VAL_ACC_BEST,
     VAL_LOSS,
@@ -193,8 +194,12 @@ class RunSummary:
 
 
 def objective(summary: Mapping[str, Any]) -> float:
-    """The number a sweeper maximises: best val accuracy (NaN for a run that did not finish)."""
-    best = summary.get("metrics", {}).get("best", {}).get(VAL_ACC_BEST)
+    """The number a sweeper maximises: best val accuracy, or for a regression (no accuracy)
+    minus the final val/loss; NaN for a run that did not finish."""
+    metrics = summary.get("metrics", {})
+    best = metrics.get("best", {}).get(VAL_ACC_BEST)
+    if best is None and metrics.get("final", {}).get(VAL_LOSS) is not None:
+        best = -metrics["final"][VAL_LOSS]
     return float(best) if summary.get("status") == COMPLETED and best is not None else math.nan
 
 
@@ -207,11 +212,17 @@ def format_summary(summary: Mapping[str, Any], log_root: Path) -> str:
     def fmt(v: Any) -> str:
         return "n/a" if v is None else f"{v:.4f}"
 
+    # A regression logs no accuracy: its losses instead.
+    classifies = VAL_ACC in final or TRAIN_ACC in final or best is not None
     lines = [
         f"status: {summary['status']}" + (f" - {summary['error']}" if summary.get("error") else ""),
-        f"val/acc {fmt(final.get(VAL_ACC))} (best {fmt(best)}), "
-        f"val/loss {fmt(final.get(VAL_LOSS))}, "
-        f"train/acc {fmt(final.get(TRAIN_ACC))}, {epochs} epoch{'s' * (epochs != 1)} "
+        (
+            f"val/acc {fmt(final.get(VAL_ACC))} (best {fmt(best)}), "
+            f"val/loss {fmt(final.get(VAL_LOSS))}, train/acc {fmt(final.get(TRAIN_ACC))}, "
+            if classifies
+            else f"val/loss {fmt(final.get(VAL_LOSS))}, train/loss {fmt(final.get(TRAIN_LOSS))}, "
+        )
+        + f"{epochs} epoch{'s' * (epochs != 1)} "
         f"in {summary.get('timing', {}).get('total_s', 0):.1f} s",
     ]
     verdict = summary.get("verdict")
