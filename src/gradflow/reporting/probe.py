@@ -172,7 +172,10 @@ def signal_heatmap(summary: pd.DataFrame) -> Figure | None:
         )
         for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
             text = "nan" if not np.isfinite(value) else f"{value:.1f}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=8)
+            dark = np.isfinite(value) and abs(value) > 0.6 * limit  # white on the deep colours
+            ax.text(
+                j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black"
+            )
         ax.set_xticks(range(grid.shape[1]), [f"{v:g}" for v in grid.columns])
         ax.set_yticks(range(grid.shape[0]), [str(d) for d in grid.index])
         ax.set_xlabel("σ_w² (fan_in · mean W², measured)")
