@@ -95,9 +95,8 @@ BAD = [
         "model.bn_position='middle' is not allowed: choose one of before, after.",
     ),
     (
-        ["model=res_mlp", "model.depth=4"],
-        "model.depth=4 is not allowed: res_mlp needs an odd number of hidden layers (the "
-        "projection + 2 per block), e.g. depth 3 or 5.",
+        ["model=res_mlp", "model.block=pre"],
+        "model.block='pre' is not allowed: choose one of post, identity, preact.",
     ),
     (
         ["+optimizer.momentm=0.9"],

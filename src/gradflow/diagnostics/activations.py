@@ -13,7 +13,7 @@ Per hidden layer k:
   saturated on every probe sample.
 - `grad_signal/layer_k`: RMS of ∂ℓ_i/∂z, each sample's own loss differentiated w.r.t. its
   pre-activation z (the backpropagated signal, independent of the batch size).
-- BNMLP: `bn_in_std/layer_k` and `bn_out_std/layer_k`, the standard deviation of the
+- BNMLP and preact ResMLP: `bn_in_std/layer_k` and `bn_out_std/layer_k`, the std of the
   BatchNorm's input and output.
 - ResMLP, at the layer whose activation follows a residual sum: `res_skip_std/layer_k`
   (the skip path, the block's input) and `res_branch_std/layer_k` (the residual branch).
