@@ -37,6 +37,23 @@ def test_binary_head_is_sigmoid_and_bce_by_hand():
     assert task.chance_loss() == pytest.approx(math.log(2))
 
 
+def test_one_vs_rest_is_nielsens_cross_entropy_by_hand():
+    task = make_task("one_vs_rest", 3)
+    logits = torch.tensor([[2.0, -1.0, 0.5], [-0.3, 0.1, 4.0]])
+    y = torch.tensor([0, 2])
+    a = torch.sigmoid(logits).double()
+    one_hot = torch.nn.functional.one_hot(y, 3).double()
+    # C = -(1/n) sum_x sum_j [y_j ln a_j + (1 - y_j) ln(1 - a_j)]  (Nielsen, eq. 63)
+    by_hand = -(one_hot * a.log() + (1 - one_hot) * (1 - a).log()).sum(1).mean()
+    assert task.num_outputs == 3
+    assert task.loss(logits, y).item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert task.loss(logits, y, "sum").item() == pytest.approx(2 * by_hand.item(), rel=1e-6)
+    assert task.predict(logits).tolist() == [0, 2]
+    # All units at 1/3: each sample's loss is 3 binary entropies of 1/3.
+    flat = torch.full((2, 3), math.log(0.5))  # sigmoid = 1/3
+    assert task.chance_loss() == pytest.approx(task.loss(flat, y).item(), rel=1e-6)
+
+
 def test_tasks_refuse_what_they_cannot_do():
     with pytest.raises(ConfigError, match=r"task='binary' is not allowed: one sigmoid unit needs"):
         make_task("binary", 10)

@@ -8,11 +8,16 @@ loss. Three tasks:
 - `binary`: one logit for two classes, binary cross-entropy on sigmoid(logit) (computed
   as BCE-with-logits, the same function without sigmoid's rounding to 0 or 1); accuracy by
   the logit's sign (sigmoid >= 0.5). The tutorial's XOR head.
+- `one_vs_rest`: one sigmoid unit per class, each a binary cross-entropy against its
+  one-hot target, summed over the units and averaged over samples: Nielsen's
+  "cross-entropy cost" with sigmoid output neurons (network2, ch. 3 and 5); accuracy by
+  the largest logit.
 - `regression`: one output per sample, mean squared error; no accuracy.
 
 `chance_loss` is the loss of the best prediction that ignores the input, the yardstick
 the verdict measures "far from fitted" against: ln(classes) for uniform class
-probabilities (the classes here are balanced), ln 2 for a sigmoid at 0.5, and the targets'
+probabilities (the classes here are balanced), ln 2 for a sigmoid at 0.5, classes x the
+binary entropy of 1/classes for one_vs_rest (3.25 for 10 classes), and the targets'
 variance for regression (the mean squared error of predicting their mean).
 """
 
@@ -27,7 +32,9 @@ import torch.nn.functional as F
 from gradflow.checks import one_of
 from gradflow.errors import ConfigError
 
-TASK_NAMES = ("multiclass", "binary", "regression")
+TASK_NAMES = ("multiclass", "binary", "one_vs_rest", "regression")
+# The tasks whose output layer has one unit per class.
+PER_CLASS = ("multiclass", "one_vs_rest")
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,7 @@ class Task:
     @property
     def num_outputs(self) -> int:
         """Units of the model's output layer."""
-        return self.num_classes if self.name == "multiclass" else 1
+        return self.num_classes if self.name in PER_CLASS else 1
 
     def loss(
         self, outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"
@@ -58,11 +65,16 @@ class Task:
             return F.binary_cross_entropy_with_logits(
                 outputs.squeeze(1), targets.to(outputs.dtype), reduction=reduction
             )
+        if self.name == "one_vs_rest":
+            one_hot = F.one_hot(targets, outputs.shape[1]).to(outputs.dtype)
+            per_sample = F.binary_cross_entropy_with_logits(outputs, one_hot, reduction="none")
+            per_sample = per_sample.sum(dim=1)
+            return per_sample.sum() if reduction == "sum" else per_sample.mean()
         return F.mse_loss(outputs, targets.view_as(outputs), reduction=reduction)
 
     def predict(self, outputs: torch.Tensor) -> torch.Tensor:
         """Predicted class labels (classification tasks only)."""
-        if self.name == "multiclass":
+        if self.name in PER_CLASS:
             return outputs.argmax(dim=1)
         return (outputs.squeeze(1) > 0).long()
 
@@ -73,6 +85,9 @@ class Task:
             return math.log(self.num_classes)
         if self.name == "binary":
             return math.log(2)
+        if self.name == "one_vs_rest":
+            p = 1 / self.num_classes
+            return -self.num_classes * (p * math.log(p) + (1 - p) * math.log(1 - p))
         return None if targets is None else float(targets.double().var(correction=0))
 
 

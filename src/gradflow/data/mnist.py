@@ -31,6 +31,7 @@ from torch import Tensor
 from gradflow.checks import one_of, whole
 from gradflow.data.tensors import Split, TensorDataModule
 from gradflow.errors import ConfigError, DataError
+from gradflow.tasks import PER_CLASS
 
 log = logging.getLogger(__name__)
 
@@ -345,6 +346,8 @@ class MNISTDataModule(TensorDataModule):
     Train comes from the official train split, validation from the official test split;
     sizes are numbers of images (None = all). `subsample_seed` fixes which images,
     `shuffle_seed` the batch order. See the module docstring for the offline fallbacks.
+    `task`: `multiclass` (10 logits, softmax cross-entropy) or `one_vs_rest` (10 sigmoid
+    units, each a binary cross-entropy: Nielsen's network2 head; `gradflow.tasks`).
     """
 
     num_classes = 10
@@ -365,8 +368,10 @@ class MNISTDataModule(TensorDataModule):
         shuffle_seed: int = 42,
         download: bool = True,
         offline_fallback: bool = True,
+        task: str = "multiclass",
     ) -> None:
         super().__init__(batch_size, val_batch_size, shuffle_seed, drop_last, preload)
+        self.task_name = one_of("task", task, PER_CLASS)
         self.spec = DATASETS[one_of("dataset", dataset, DATASETS)]
         self.dataset = dataset
         self.scaling = one_of("scaling", scaling, SCALINGS)
