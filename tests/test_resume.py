@@ -162,6 +162,10 @@ def test_step_0_records_survive_two_resumes(compose_cfg, tmp_path):
     assert resumed["grad_norms"]["first_step"] == straight["grad_norms"]["first_step"]
     assert resumed["activations"]["first_probe"] == straight["activations"]["first_probe"]
     assert resumed["hparams"]["grad_ratio_step0"] == straight["hparams"]["grad_ratio_step0"]
+    # The verdict's timeline too: step 0's phase and every epoch's verdict, once each.
+    assert [e["epoch"] for e in resumed["verdict"]["epochs"]] == [1, 2, 3]
+    assert resumed["verdict"]["timeline"] == straight["verdict"]["timeline"]
+    assert resumed["verdict"]["sentence"] == straight["verdict"]["sentence"]
     # TensorBoard: step 0's picture, histograms and scalars once, as the straight run drew them.
     shown, expected = (
         ea.EventAccumulator(str(d), size_guidance={ea.IMAGES: 0, ea.HISTOGRAMS: 0})

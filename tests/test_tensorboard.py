@@ -102,7 +102,12 @@ def test_hparams_columns_are_what_a_researcher_varies_and_the_results(server):
             "seed", "train_size", "verdict", "grad_ratio_step0"} <= set(columns)  # fmt: skip
     assert not [c for c in columns if "_target_" in c or c.startswith(("paths", "callbacks"))]
     assert sorted(columns["model"]["domainDiscrete"]) == ["bn_mlp", "mlp"]
-    assert set(columns["verdict"]["domainDiscrete"]) <= {"healthy", "vanishing", "saturated"}
+    assert set(columns["verdict"]["domainDiscrete"]) <= {
+        "healthy",
+        "vanishing",
+        "saturated",
+        "slow",
+    }
     metrics = [m["name"]["tag"] for m in experiment["metricInfos"]]
     assert metrics == ["val/acc", "val/acc_best", "val/loss"]
     groups = server.get(

@@ -4,7 +4,8 @@
   per-layer bar chart, and the DivergedError stop on a NaN/Inf.
 - ActivationMonitor: `act_*`, `grad_signal/*`, `bn_*_std/*`, `res_*_std/*` and histograms
   on a fixed probe batch, plus the activation histogram grid.
-- VerdictMonitor: healthy / vanishing / exploding / saturated / dead_units, with evidence.
+- VerdictMonitor: healthy / vanishing / exploding / saturated / dead_units / slow, with
+  evidence, at initialisation, during training and at the end (a timeline).
 - CustomScalarsLayout: TensorBoard's Custom Scalars tab, one multi-line chart per question.
 """
 

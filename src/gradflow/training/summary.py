@@ -226,8 +226,8 @@ def format_summary(summary: Mapping[str, Any], log_root: Path) -> str:
         f"in {summary.get('timing', {}).get('total_s', 0):.1f} s",
     ]
     verdict = summary.get("verdict")
-    if verdict:
-        lines.append(f"verdict: {', '.join(verdict.get('labels', []))}")
+    if verdict:  # the timeline in a sentence; a summary written before it had labels only
+        lines.append(f"verdict: {verdict.get('sentence') or ', '.join(verdict.get('labels', []))}")
     data = summary.get("data") or {}
     if data:
         lines.append(
