@@ -61,6 +61,21 @@ def test_step_0_explosion_then_saturation_reads_as_a_timeline():
     )
 
 
+def test_a_long_run_names_its_epochs_as_ranges():
+    # Nielsen's 500 full-batch epochs: vanishing in epochs 1-14 and 50-499 (validation, which
+    # the every-layer rule needs, runs every 50 epochs), healthy in between.
+    vanishing, healthy = _judge(first_last_ratio=1e-3), _judge()
+    epochs = [
+        (vanishing if e < 15 or e >= 50 else healthy).record(epoch=e, step=e - 1)
+        for e in range(1, 500)
+    ]
+    phases = timeline(vanishing.record(step=0), epochs, vanishing.record(step=499))
+    assert timeline_sentence(phases) == (
+        "vanishing at initialisation, then vanishing (epochs 1-14, 50-499) during training "
+        "(epochs 1-499), then vanishing at the end"
+    )
+
+
 def test_a_one_epoch_run_has_no_training_phase_and_healthy_runs_read_short():
     healthy = _judge().record(step=0)
     assert timeline_sentence(timeline(healthy, [], healthy)) == (

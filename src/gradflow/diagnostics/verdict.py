@@ -425,12 +425,16 @@ def timeline(
 
 
 def _epoch_span(epochs: Sequence[int]) -> str:
-    """`epoch 2`, `epochs 1-3`, `epochs 1, 3`."""
+    """`epoch 2`, `epochs 1-3`, `epochs 1-14, 50-499`: consecutive epochs as one range."""
     if len(epochs) == 1:
         return f"epoch {epochs[0]}"
-    if list(epochs) == list(range(epochs[0], epochs[-1] + 1)):
-        return f"epochs {epochs[0]}-{epochs[-1]}"
-    return "epochs " + ", ".join(map(str, epochs))
+    runs: list[list[int]] = []
+    for epoch in epochs:
+        if runs and epoch == runs[-1][-1] + 1:
+            runs[-1].append(epoch)
+        else:
+            runs.append([epoch])
+    return "epochs " + ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
 
 
 def _held_span(held: Sequence[int], epochs: Sequence[int]) -> str:
