@@ -190,9 +190,16 @@ def test_bias_gradient_norms_are_logged_beside_the_weights(images, tmp_path):
 
 
 def test_a_linear_before_batchnorm_has_no_bias_gradient(images, tmp_path):
-    fit(BNMLP("sigmoid", depth=2), [GradientMonitor(log_every_n_steps=1)], images, tmp_path, 1)
-    tags = [t for t in events(tmp_path).Tags()["scalars"] if t.startswith("grad_norm_bias/")]
+    model = BNMLP("sigmoid", depth=2)
+    fit(model, [GradientMonitor(log_every_n_steps=3)], images, tmp_path, steps=7)
+    acc = events(tmp_path)
+    tags = [t for t in acc.Tags()["scalars"] if t.startswith("grad_norm_bias/")]
     assert tags == ["grad_norm_bias/layer_03"]  # the output layer only
+    # Logged steps 0, 3, 6 between unlogged ones: each norm read from its own step's row.
+    logged = acc.Scalars("grad_norm_bias/layer_03")
+    assert [e.step for e in logged] == [0, 3, 6]
+    output_bias = model.tracked_layers()["layer_03"].bias
+    assert logged[-1].value == pytest.approx(output_bias.grad.norm().item(), rel=1e-5)
 
 
 def test_deep_relu_with_kaiming_is_healthy(images, tmp_path):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
@@ -19,7 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from gradflow.config import config_dir, dir_suffix, sweep_subdir, unique_dir
 from gradflow.names import TENSORBOARD_FLAGS
 from gradflow.training.hparams import run_hparams
-from gradflow.training.run import run
+from gradflow.training.run import build_parts, run
 from gradflow.training.summary import format_summary
 from tests.helpers import REPO_ROOT, TINY
 
@@ -119,6 +120,20 @@ def test_same_seed_gives_identical_metrics(compose_cfg):
     other = run(compose_cfg("activation=sigmoid", "callbacks=none", "logger=none", "seed=3"))
     assert first["metrics"] == second["metrics"]
     assert first["metrics"]["final"]["train/loss"] != other["metrics"]["final"]["train/loss"]
+
+
+def test_weight_decay_acts_on_the_weight_matrices_only(compose_cfg):
+    cfg = compose_cfg("model=bn_mlp", "optimizer.weight_decay=0.005")
+    datamodule, module, _ = build_parts(cfg)
+    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)  # on_train_start re-applies the settings
+    decayed, kept = trainer.optimizers[0].param_groups
+    assert decayed["weight_decay"] == 0.005 and kept["weight_decay"] == 0.0
+    names = {id(p): n for n, p in module.named_parameters()}
+    assert {names[id(p)].rsplit(".", 1)[1] for p in decayed["params"]} == {"weight"}
+    assert {p.ndim for p in decayed["params"]} == {2}  # the Linear weights
+    assert {p.ndim for p in kept["params"]} == {1}  # BatchNorm's scale and shift, the biases
 
 
 def test_readme_prints_the_tensorboard_command_every_run_prints():

@@ -2,7 +2,7 @@
 
 A data module names its task (`TensorDataModule.task`); the run sizes the model's output
 layer by it, the LightningModule trains on its loss and the probe backpropagates the same
-loss. Three tasks:
+loss. Four tasks:
 
 - `multiclass`: one logit per class, softmax cross-entropy; accuracy by the largest logit.
 - `binary`: one logit for two classes, binary cross-entropy on sigmoid(logit) (computed

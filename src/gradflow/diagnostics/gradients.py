@@ -292,7 +292,9 @@ class GradientMonitor(L.Callback):
         return medians
 
     def summary_fields(self) -> dict[str, Any]:
-        """Per-layer norms at the first and the last logged step, for summary.json."""
+        """Per-layer norms at the first and the last logged step, for summary.json: each row
+        keys the weight-gradient norms by layer (`layer_01`), the bias-gradient norms by tag
+        (`grad_norm_bias/layer_01`), then `total`, `first_last_ratio` and `step`."""
         return {"grad_norms": {"first_step": self.first_row, "last_step": self.last_row}}
 
 

@@ -19,7 +19,7 @@ def saturation_stats(
     """(act_saturated, act_dead) of a (samples, units) pre-activation.
 
     act_saturated: fraction of (sample, unit) pairs saturated; act_dead: fraction of units
-    saturated on every sample (times the layer's width, the count the verdict also checks).
+    saturated on every sample (the verdict turns it into a count with the layer's width).
     """
     mask = saturation_mask(spec, preact.reshape(preact.shape[0], -1))
     return mask.float().mean(), mask.all(dim=0).float().mean()

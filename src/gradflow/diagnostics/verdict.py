@@ -4,9 +4,9 @@ from the labels of each phase of a run to its timeline.
 Labels (several may hold; `healthy` only when none of the others does):
 
 - `vanishing`: grad_norm/first_last_ratio < vanishing_ratio, or every layer's gradient
-  norm < vanishing_max_norm while val/loss > unfitted_loss_fraction * ln(classes) (or
-  times `reference_loss`, the task's chance loss: ln 2 for one sigmoid unit, the
-  targets' variance for a regression; `gradflow.tasks`).
+  norm < vanishing_max_norm while val/loss > unfitted_loss_fraction * the task's chance
+  loss (`reference_loss`: ln(classes) for softmax, ln 2 for one sigmoid unit, the
+  targets' variance for a regression; `gradflow.tasks`; ln(classes) when not given).
 - `exploding`: the run diverged (a non-finite loss or gradient), or
   first_last_ratio > exploding_ratio, or grad_norm/total > exploding_total_norm.
 - `saturated`: the activation flattens on both sides (sigmoid, tanh) and act_saturated >
@@ -15,7 +15,7 @@ Labels (several may hold; `healthy` only when none of the others does):
   dead_min_units dead units (all of them in a layer narrower than that); the count is
   act_dead * the layer's width (its Linear's out_features).
 - `slow`: the net learns (val/acc_best >= chance + slow_min_gain * (1 - chance), chance =
-  1/classes) but is far from fitted (val/loss > slow_loss_fraction * ln(classes)).
+  1/classes) but is far from fitted (val/loss > slow_loss_fraction * the chance loss).
 
 Phases (`timeline`): `initialisation` judges step 0's records (summary.json's
 `grad_norms.first_step` and `activations.first_probe`, kept in the checkpoint), which have
@@ -315,14 +315,20 @@ def judge(
     return Verdict(labels, evidence, t, reasons)
 
 
+def _chance_loss(num_classes: int | None, reference_loss: float | None) -> float | None:
+    """The task's chance loss when given (`Task.chance_loss`), else softmax's ln(classes);
+    None when neither is known."""
+    if reference_loss is not None:
+        return reference_loss
+    return math.log(num_classes) if num_classes and num_classes > 1 else None
+
+
 def _unfitted_loss(
     t: VerdictThresholds, num_classes: int | None, reference_loss: float | None
 ) -> float | None:
-    """The val/loss above which a net is far from fitted: a fraction of the reference loss
-    (the task's chance loss), else of ln(classes); None when neither is known."""
-    if reference_loss is not None:
-        return t.unfitted_loss_fraction * reference_loss
-    return t.unfitted_loss_fraction * math.log(num_classes) if num_classes else None
+    """The val/loss above which a net is far from fitted: a fraction of the chance loss."""
+    chance = _chance_loss(num_classes, reference_loss)
+    return None if chance is None else t.unfitted_loss_fraction * chance
 
 
 def _slow(
@@ -339,7 +345,7 @@ def _slow(
         return None
     chance = 1.0 / num_classes
     learned = chance + t.slow_min_gain * (1.0 - chance)
-    reference = reference_loss if reference_loss is not None else math.log(num_classes)
+    reference = _chance_loss(num_classes, reference_loss)
     unfitted = t.slow_loss_fraction * reference
     if val_acc_best >= learned and val_loss > unfitted:
         return {"learned": learned, "unfitted": unfitted, "chance_loss": reference}

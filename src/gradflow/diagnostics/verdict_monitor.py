@@ -81,10 +81,11 @@ class VerdictMonitor(L.Callback):
         layers = model.tracked_layers()
         self._widths = {name: layer.out_features for name, layer in layers.items()}
         # The task's classes and chance loss (TaskModule's: one sigmoid unit is 2 classes,
-        # regression none); a bare module's: its outputs, and ln(outputs) as cross-entropy's.
+        # regression none); a bare module's: its outputs (one output: a sigmoid's 2 classes),
+        # and the verdict's ln(classes) as the chance loss.
         task = getattr(pl_module, "task", None)
         outputs = next(reversed(layers.values())).out_features
-        self._num_classes = task.num_classes if task is not None else outputs
+        self._num_classes = task.num_classes if task is not None else max(outputs, 2)
         self._chance_loss = getattr(pl_module, "chance_loss", None)
         self._trainer = trainer
         self.verdict = None

@@ -37,7 +37,8 @@ SIGNAL_HEATMAP_FILE = "signal_ratio_heatmap.png"
 def gather(sweep_dir: Path) -> pd.DataFrame:
     """Every job's rows of a probe sweep, in job order (an empty frame when none finished)."""
     files = sorted(sweep_dir.glob(f"*/{PROBE_JOB_FILE}"), key=lambda p: _job_number(p.parent.name))
-    frames = [pd.read_csv(path) for path in files]
+    # Sweeps from before the `scaling` column had unit-scaled inputs, the only kind then.
+    frames = [pd.read_csv(path).reindex(columns=PROBE_COLUMNS, fill_value="unit") for path in files]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PROBE_COLUMNS)
 
 
@@ -134,16 +135,16 @@ def _plot_per_depth(records: pd.DataFrame, column: str, ylabel: str, title: str)
 
 def grid_values(values: pd.Series, rtol: float = 0.05) -> pd.Series:
     """Measured variances snapped to the grid a sweep asked for: values within `rtol` of a
-    group's smallest share its mean, rounded to 2 significant digits (sigma_w2 measured on a
+    group's smallest share its mean, rounded to 3 significant digits (sigma_w2 measured on a
     128-wide layer scatters by about 1% around the configured value)."""
     snapped, start, members = {}, None, []
     for value in sorted(v for v in values.unique() if np.isfinite(v)):
         if start is not None and value > start * (1 + rtol):
-            snapped.update(dict.fromkeys(members, float(f"{np.mean(members):.2g}")))
+            snapped.update(dict.fromkeys(members, float(f"{np.mean(members):.3g}")))
             start, members = None, []
         start = value if start is None else start
         members.append(value)
-    snapped.update(dict.fromkeys(members, float(f"{np.mean(members):.2g}")))
+    snapped.update(dict.fromkeys(members, float(f"{np.mean(members):.3g}")))
     return values.map(snapped)
 
 
@@ -162,7 +163,12 @@ def signal_heatmap(summary: pd.DataFrame) -> Figure | None:
     fig, axes = new_figure(1, len(panels), panel_size=(5.0, 3.8))
     limit = max(1.0, float(np.nanmax(np.abs(data["log10_ratio"].clip(-12, 12)))))
     for ax, ((model, act, scaling, sigma_b2), group) in zip(axes.flat, panels, strict=False):
-        grid = group.pivot_table("log10_ratio", index="depth", columns="sigma_w2", aggfunc="mean")
+        grid = group.pivot_table(
+            "log10_ratio", index="depth", columns="sigma_w2", aggfunc="mean", dropna=False
+        )
+        counts = group.pivot_table(
+            "log10_ratio", index="depth", columns="sigma_w2", aggfunc="size", dropna=False
+        ).reindex_like(grid)
         image = ax.imshow(
             grid.to_numpy(dtype=float),
             cmap="RdBu_r",
@@ -173,6 +179,8 @@ def signal_heatmap(summary: pd.DataFrame) -> Figure | None:
         )
         for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
             text = "nan" if not np.isfinite(value) else f"{value:.1f}"
+            n = counts.iat[i, j]
+            text += f" ({int(n)} configs)" if n > 1 else ""  # e.g. Xavier and LeCun: both 1
             dark = np.isfinite(value) and abs(value) > 0.6 * limit  # white on the deep colours
             ax.text(
                 j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black"

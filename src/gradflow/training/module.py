@@ -21,13 +21,16 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 # Logged to set the x-axis (Lightning pops `step`, and adds `epoch` to the train metrics):
 # not results.
 AXIS_METRICS = ("step", EPOCH)
+# The key that marks the optimizer's parameter group that weight decay leaves alone.
+DECAYED = "decayed"
 # Where a checkpoint keeps val/acc_best (the best validation accuracy so far).
 ACC_BEST_KEY = "val_acc_best"
 
 
 class TaskModule(L.LightningModule):
     """Trains `model` on `task`'s loss (`gradflow.tasks`: `multiclass`, `binary`,
-    `regression`) with the optimizer that `optimizer(params)` builds (a Hydra partial).
+    `one_vs_rest`, `regression`) with the optimizer that `optimizer(params)` builds (a Hydra
+    partial); its weight decay applies to the weight matrices only (`configure_optimizers`).
 
     `train/acc` and `train/loss` are running means over the epoch's batches, as Keras
     reports them (the weights change during the epoch); `val/*` is a fresh evaluation.
@@ -81,7 +84,10 @@ class TaskModule(L.LightningModule):
         numbers = {k: v for k, v in settings.items() if isinstance(v, int | float)}
         for optimizer in self.trainer.optimizers:
             for group in optimizer.param_groups:
-                group.update({key: value for key, value in numbers.items() if key in group})
+                update = {key: value for key, value in numbers.items() if key in group}
+                if not group.get(DECAYED, True):
+                    update.pop("weight_decay", None)
+                group.update(update)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # MaxMetric's state is not in the state dict: keep the best so far for a resume.
@@ -136,4 +142,12 @@ class TaskModule(L.LightningModule):
         self.log("step", float(epoch_end_step(self.trainer)))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.hparams.optimizer(self.parameters())
+        # Weight decay on weight matrices only, as nanoGPT and timm's optimizer factory do:
+        # biases, BatchNorm's scale and shift and ReZero gates (fewer than 2 dimensions) keep
+        # their values (Nielsen's L2, too, is on the weights). Without decay it changes nothing.
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2]},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, DECAYED: False},
+        ]
+        return self.hparams.optimizer([group for group in groups if group["params"]])
