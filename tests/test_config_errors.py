@@ -82,8 +82,8 @@ BAD = [
     ),
     (
         ["model._target_=gradflow.nn.models.MPL"],
-        "model._target_='gradflow.nn.models.MPL' is not allowed: use model=bn_mlp, model=mlp or "
-        "model=res_mlp, or the path of a TrackedModel class.",
+        "model._target_='gradflow.nn.models.MPL' is not allowed: use model=bn_mlp, model=mlp, "
+        "model=preact_res_mlp or model=res_mlp, or the path of a TrackedModel class.",
     ),
     (
         ["optimizer._target_=torch.optim.SDG"],

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
-from omegaconf import OmegaConf
 from torch import nn
 
 from gradflow.config import config_dir
@@ -17,11 +19,18 @@ from gradflow.nn.activations import build_activation, derivative, max_abs_deriva
 from gradflow.nn.init import init_linear
 from gradflow.nn.models import layer_name
 
+
+def _model_option(name: str) -> Callable[..., nn.Module]:
+    """The model group's option `name` as composed (with the options it inherits), its
+    class bound to the option's own settings but depth, width and hidden_sizes."""
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        node = compose("train", overrides=[f"model={name}"]).model
+    own = {k: v for k, v in node.items() if k not in ("_target_", "depth", "width", "hidden_sizes")}
+    return functools.partial(get_class(node._target_), **own)
+
+
 # The model families are the model group's options (conf/model/*.yaml).
-MODELS = {
-    path.stem: get_class(OmegaConf.load(path)._target_)
-    for path in sorted((config_dir() / "model").glob("*.yaml"))
-}
+MODELS = {path.stem: _model_option(path.stem) for path in (config_dir() / "model").glob("*.yaml")}
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))

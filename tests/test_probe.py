@@ -121,8 +121,9 @@ def test_signal_ratio_tells_ordered_from_chaotic_tanh(probe_cfg, std, vanishes):
 
 
 def test_heatmap_snaps_measured_variances_to_the_swept_grid():
-    measured = pd.Series([0.496, 0.503, 1.98, 2.02, 1.0, 0.0, 0.0])
-    assert grid_values(measured).tolist() == [0.5, 0.5, 2.0, 2.0, 1.0, 0.0, 0.0]
+    measured = pd.Series([0.496, 0.503, 1.98, 2.02, 1.0, 0.0, 0.0, 0.1251, 1.749, 11.56])
+    snapped = [0.5, 0.5, 2.0, 2.0, 1.0, 0.0, 0.0, 0.125, 1.75, 11.6]
+    assert grid_values(measured).tolist() == snapped
     cells = [(d, w, r) for d in (2, 8) for w, r in ((0.497, 0.1), (1.01, 1.0), (2.02, 30.0))]
     summary = pd.DataFrame(
         [
