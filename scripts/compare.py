@@ -14,8 +14,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=(
             "Read finished runs (summary.json + TensorBoard events) and write summary.md, "
-            "summary.csv (one row per run), summary_seeds.csv (mean ± std over seeds), "
-            "figures (val_acc, train_acc, grad_norm_by_layer, activation_histograms) and all "
+            "summary.csv (one row per run), summary_seeds.csv (mean ± std over seeds and the "
+            "95% interval of the mean), summary_layers.csv (per config and layer, at init and "
+            "at the end), figures (val_acc, train_acc, their *_seeds bands, "
+            "grad_norm_by_layer, activation_histograms) and all "
             "of it as a TensorBoard run, so `tensorboard --logdir <sweep>` shows the report."
         )
     )

@@ -19,6 +19,7 @@ from gradflow.errors import GradflowError
 from gradflow.reporting import compare, discover_runs, load_run, load_runs
 from gradflow.reporting.events import histogram_density, per_epoch, read_events
 from gradflow.reporting.runs import parse_overrides, run_labels
+from gradflow.reporting.tables import ci95_halfwidth
 from tests.helpers import REPO_ROOT
 
 EPOCHS = 3
@@ -305,3 +306,15 @@ def test_layers_table_averages_each_configs_layers_at_init_and_end(multirun, com
     assert (relu["n_runs"] == 2).all()  # completed + diverged; the incomplete one is left out
     assert "**act_std**" in comparison.markdown
     assert "| layer_02 | 0.5 | 1 |" in comparison.markdown  # sigmoid's init, end
+
+
+def test_seeds_get_a_95_percent_interval_in_tables_and_figures(multirun: Path, comparison):
+    seeds = pd.read_csv(multirun / "report" / "summary_seeds.csv").set_index("config")
+    # 0.4, 0.5, 0.6: std 0.1 over n = 3, t(0.975, 2) = 4.303, so 4.303 * 0.1 / sqrt(3).
+    assert seeds.loc["activation=sigmoid", "val_acc_final_ci95"] == pytest.approx(0.24841, 1e-4)
+    assert "0.5000 ± 0.1000 [0.2516, 0.7484]" in comparison.markdown
+    # relu's two finished runs: 0.9 and 0.1, t(0.975, 1) = 12.71, so 12.71 * 0.566 / sqrt(2).
+    assert seeds.loc["activation=relu", "val_acc_final_ci95"] == pytest.approx(5.0825, 1e-3)
+    assert ci95_halfwidth([0.3]) != ci95_halfwidth([0.3])  # NaN: one value has no interval
+    band = comparison.files["val_acc_seeds.png"]
+    assert band.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and band.stat().st_size > 10_000

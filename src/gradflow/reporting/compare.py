@@ -15,6 +15,7 @@ from gradflow.reporting.events import HistogramFilter
 from gradflow.reporting.plotting import save_figure
 from gradflow.reporting.runs import Run, load_runs, run_labels
 from gradflow.reporting.tables import (
+    config_labels,
     layers_markdown,
     layers_table,
     runs_markdown,
@@ -146,6 +147,12 @@ def compare(
         "grad_norm_by_layer.png": figures.grad_norm_by_layer_figure(runs, labels),
         "activation_histograms.png": figures.activation_histograms_figure(runs, labels, layers),
     }
+    keys = list(dict.fromkeys(run.group_key for run in runs))
+    by_config = dict(zip(keys, config_labels(keys), strict=True))
+    for stage, tag, title in metrics:
+        seeds_fig = figures.metric_across_seeds_figure(runs, by_config, tag, title)
+        if seeds_fig is not None:  # configs run with several seeds: their error bands
+            drawn[f"{stage}_{tag.split('/')[1]}_seeds.png"] = seeds_fig
     if figures.has_histograms_at(runs, 0):
         drawn["activation_histograms_step0.png"] = figures.activation_histograms_figure(
             runs, labels, layers, which=0

@@ -16,11 +16,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from gradflow.names import ACTIVATIONS, COMPLETED, GRAD_NORM
+from gradflow.names import ACTIVATIONS, COMPLETED, FINISHED, GRAD_NORM
 from gradflow.reporting.events import histogram_at, histogram_density, layer_number, layer_values
 from gradflow.reporting.events import per_epoch as events_per_epoch
 from gradflow.reporting.plotting import hide_unused, new_figure, note_no_data
 from gradflow.reporting.runs import Run
+from gradflow.reporting.tables import ci95_halfwidth
 
 ACTIVATIONS_PREFIX = f"{ACTIVATIONS}/"
 LAST_LAYER = "last"  # in --layers: each run's highest-numbered activation histogram
@@ -92,6 +93,41 @@ def metric_per_epoch_figure(
     else:
         note_no_data(ax, f"no run logged {tag}")
     ax.set_title(f"{title} ({plotted} of {len(runs)} runs logged it)")
+    return fig
+
+
+def metric_across_seeds_figure(
+    runs: Sequence[Run], labels: dict[tuple[str, ...], str], tag: str, title: str
+) -> Figure | None:
+    """`tag` against epoch, one line per config with several seeds: the mean over its
+    finished runs and a band for the 95% interval of the mean (None: no such config)."""
+    groups: dict[tuple[str, ...], list[pd.Series]] = {}
+    for run in runs:
+        series = events_per_epoch(run.events, tag)
+        if run.status in FINISHED and not series.empty:
+            groups.setdefault(run.group_key, []).append(series)
+    seeded = {key: curves for key, curves in groups.items() if len(curves) >= 2}
+    if not seeded:
+        return None
+    fig, axes = new_figure(1, 1, panel_size=(7.0, 4.5))
+    ax = axes[0, 0]
+    colors = dict(zip(seeded, _palette(len(seeded)), strict=True))
+    for key, curves in seeded.items():
+        table = pd.concat(curves, axis=1)  # epochs x runs; a diverged run's epochs end early
+        mean = table.mean(axis=1)
+        half = table.apply(ci95_halfwidth, axis=1)
+        label = f"{labels[key] or '(no overrides)'} (n={table.shape[1]})"
+        ax.plot(mean.index, mean.to_numpy(), marker=".", color=colors[key], label=label)
+        low, high = mean - half, mean + half
+        if "acc" in tag:  # an accuracy's interval stops where accuracies do
+            low, high = low.clip(lower=0.0), high.clip(upper=1.0)
+        ax.fill_between(mean.index, low, high, color=colors[key], alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(tag)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    _legend(fig, axes)
+    ax.set_title(f"{title}, mean over seeds\n(band: the 95% interval of the mean)")
     return fig
 
 

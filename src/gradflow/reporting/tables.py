@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from gradflow.config import override_key
 from gradflow.names import (
@@ -138,6 +139,18 @@ def runs_table(runs: Sequence[Run]) -> pd.DataFrame:
     return table
 
 
+def ci95_halfwidth(values: pd.Series | np.ndarray) -> float:
+    """Half the width of the 95% confidence interval of the mean of the finite `values`:
+    Student's t quantile (n - 1 degrees of freedom) times the standard error; NaN for
+    fewer than 2 values. Seeds are few (3 to 10), so t, not the normal's 1.96: 4.30 for 3."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    n = finite.size
+    if n < 2:
+        return math.nan
+    return float(stats.t.ppf(0.975, n - 1) * finite.std(ddof=1) / math.sqrt(n))
+
+
 def _geometric(values: pd.Series) -> tuple[float, float]:
     """Geometric mean and std factor of the positive finite values (ratios span decades)."""
     logs = np.log(values[np.isfinite(values) & (values > 0)].to_numpy(float))
@@ -151,7 +164,7 @@ def _count_text(items: Sequence[str]) -> str:
     return ", ".join(f"{count} {item}" for item, count in Counter(items).items())
 
 
-def _varying(groups: Sequence[tuple[str, ...]]) -> list[str]:
+def config_labels(groups: Sequence[tuple[str, ...]]) -> list[str]:
     """Per group, its overrides that not every group shares: a short name for a config."""
     shared = set.intersection(*(set(g) for g in groups)) if groups else set()
     names = [" ".join(o for o in g if o not in shared) for g in groups]
@@ -159,7 +172,8 @@ def _varying(groups: Sequence[tuple[str, ...]]) -> list[str]:
 
 
 def seeds_table(runs: Sequence[Run], table: pd.DataFrame) -> pd.DataFrame:
-    """One row per config that was run with several seeds: mean ± std (sample std) per metric.
+    """One row per config that was run with several seeds: mean ± std (sample std) and the
+    95% confidence interval of the mean (`_ci95`: its half-width) per metric.
 
     Means use completed and diverged runs (outcomes of the config); the other statuses are
     counted in `statuses` but left out. `n_seeds` is the number of runs the means use.
@@ -169,7 +183,7 @@ def seeds_table(runs: Sequence[Run], table: pd.DataFrame) -> pd.DataFrame:
         groups.setdefault(run.group_key, []).append(i)
     seeded = {key: members for key, members in groups.items() if len(members) >= 2}
     rows = []
-    for (key, members), label in zip(seeded.items(), _varying(list(seeded)), strict=True):
+    for (key, members), label in zip(seeded.items(), config_labels(list(seeded)), strict=True):
         rows_of = table.iloc[members]
         # Finished runs only: the others stopped for reasons outside the config.
         used = rows_of[rows_of["status"].isin(FINISHED)]
@@ -185,6 +199,7 @@ def seeds_table(runs: Sequence[Run], table: pd.DataFrame) -> pd.DataFrame:
             values = used[metric].astype(float)
             row[f"{metric}_mean"] = values.mean()
             row[f"{metric}_std"] = values.std(ddof=1)
+            row[f"{metric}_ci95"] = ci95_halfwidth(values)
         for which in ("first", "last"):
             mean, spread = _geometric(used[f"grad_ratio_{which}"].astype(float))
             row[f"grad_ratio_{which}_gmean"] = mean
@@ -201,10 +216,14 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec) if isinstance(value, int | float) else str(value)
 
 
-def _pm(mean: float, std: float, spec: str) -> str:
+def _pm(mean: float, std: float, spec: str, ci95: float = math.nan) -> str:
+    """`mean ± std`, and `[low, high]` (the 95% interval of the mean) when known."""
     if math.isnan(mean):
         return "—"
-    return _fmt(mean, spec) + ("" if math.isnan(std) else " ± " + _fmt(std, spec))
+    text = _fmt(mean, spec) + ("" if math.isnan(std) else " ± " + _fmt(std, spec))
+    if not math.isnan(ci95):
+        text += f" [{_fmt(mean - ci95, spec)}, {_fmt(mean + ci95, spec)}]"
+    return text
 
 
 def _times(gmean: float, factor: float) -> str:
@@ -256,9 +275,14 @@ def seeds_markdown(seeds: pd.DataFrame) -> str:
             "config": r["label"],
             "seeds": f"{r['n_seeds']} ({r['seeds']})" if r["seeds"] else str(r["n_seeds"]),
             "statuses": r["statuses"],
-            "val acc (final)": _pm(r["val_acc_final_mean"], r["val_acc_final_std"], ".4f"),
-            "val acc (best)": _pm(r["val_acc_best_mean"], r["val_acc_best_std"], ".4f"),
-            "train acc (final)": _pm(r["train_acc_final_mean"], r["train_acc_final_std"], ".4f"),
+            **{
+                name: _pm(r[f"{m}_mean"], r[f"{m}_std"], ".4f", r[f"{m}_ci95"])
+                for name, m in (
+                    ("val acc (final)", "val_acc_final"),
+                    ("val acc (best)", "val_acc_best"),
+                    ("train acc (final)", "train_acc_final"),
+                )
+            },
             "grad ratio first step": _times(
                 r["grad_ratio_first_gmean"], r["grad_ratio_first_gstd"]
             ),
@@ -308,7 +332,7 @@ def layers_table(runs: Sequence[Run]) -> pd.DataFrame:
     for run in runs:
         groups.setdefault(run.group_key, []).append(run)
     rows = []
-    for members, label in zip(groups.values(), _varying(list(groups)), strict=True):
+    for members, label in zip(groups.values(), config_labels(list(groups)), strict=True):
         finished = [r for r in members if r.status in FINISHED] or members
         label = label or "(no overrides)"
         for when, which in WHEN.items():
