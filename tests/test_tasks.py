@@ -117,6 +117,7 @@ def test_regression_run_lowers_mse_on_the_model_device(compose_cfg, device):
     final, chance = summary["metrics"]["final"], 0.25
     assert set(final) >= {"train/loss", "val/loss"} and "val/acc" not in final
     assert summary["metrics"]["best"]["val/acc_best"] is None
+    assert summary["data"]["task"] == "regression"
     first = summary["activations"]["first_probe"]
     # The untrained net is about as far off as predicting the mean; 15 epochs fit |x| well.
     assert final["val/loss"] < 0.1 * chance

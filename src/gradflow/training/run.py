@@ -94,7 +94,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             log.exception("run failed")
     data = None
     if datamodule is not None and datamodule.source_info is not None:
-        data = {**datamodule.source_info, **(datamodule.usage() or {})}
+        data = {
+            **datamodule.source_info,
+            **(datamodule.usage() or {}),
+            "task": datamodule.task.name,  # what the outputs mean (`gradflow.tasks`)
+        }
     return summary.write(trainer, callbacks, data, loggers)
 
 

@@ -212,8 +212,11 @@ def format_summary(summary: Mapping[str, Any], log_root: Path) -> str:
     def fmt(v: Any) -> str:
         return "n/a" if v is None else f"{v:.4f}"
 
-    # A regression logs no accuracy: its losses instead.
-    classifies = VAL_ACC in final or TRAIN_ACC in final or best is not None
+    # A regression logs no accuracy: its losses instead (a summary without its task: a
+    # classification unless it logged no accuracy).
+    task = (summary.get("data") or {}).get("task")
+    logged_acc = VAL_ACC in final or TRAIN_ACC in final or best is not None
+    classifies = task != "regression" if task else logged_acc
     lines = [
         f"status: {summary['status']}" + (f" - {summary['error']}" if summary.get("error") else ""),
         (
