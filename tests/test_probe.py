@@ -25,6 +25,7 @@ from gradflow.reporting.probe import (
     SUMMARY_CSV_FILE,
     gather,
     grid_values,
+    short_labels,
     signal_heatmap,
     summarise_probe,
     write_probe_report,
@@ -137,6 +138,17 @@ def test_heatmap_snaps_measured_variances_to_the_swept_grid():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0.5", "1", "2"]
     assert [t.get_text() for t in ax.texts] == ["-1.0", "0.0", "1.5"] * 2
     assert signal_heatmap(summary.iloc[:1]) is None  # one cell: nothing to compare
+
+
+def test_legends_name_what_differs_between_inits():
+    vs = "variance_scaling:sigma_w2={}:distribution=normal:mode=fan_in"
+    labels = [vs.format(1) + ", bias normal:std=0.1", vs.format(2) + ", bias normal:std=0.3"]
+    assert list(short_labels(labels).values()) == [
+        "sigma_w2=1 bias std=0.1",
+        "sigma_w2=2 bias std=0.3",
+    ]
+    assert short_labels(["xavier_uniform", "normal:std=1"])["normal:std=1"] == "normal std=1"
+    assert short_labels([vs.format(2)]) == {vs.format(2): vs.format(2).replace(":", " ")}
 
 
 def test_one_job_writes_its_rows_and_the_report(probe_cfg, tmp_path):

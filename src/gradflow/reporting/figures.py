@@ -64,7 +64,8 @@ def _legend(fig: Figure, axes: np.ndarray) -> None:
                 labels.append(label)
     if handles:
         ncols = 1 if len(labels) <= 12 else 2
-        fig.legend(handles, labels, loc="outside right upper", fontsize="small", ncols=ncols)
+        # Beside the panels, centred: clear of the titles above them.
+        fig.legend(handles, labels, loc="outside right center", fontsize="small", ncols=ncols)
 
 
 def metric_per_epoch_figure(
@@ -161,10 +162,13 @@ def grad_norm_by_layer_figure(runs: Sequence[Run], labels: dict[Path, str]) -> F
             x = np.array([layer_number(name) for name in values.index])
             label = _legend_label(run, labels[run.path])
             ax.plot(x[keep], y[keep], marker=".", label=label, **styles[run.path])
-            if not keep.all():  # mark the dropped layers at the top edge, so they are not lost
-                edge = ax.get_xaxis_transform()
-                color = styles[run.path]["color"]
-                ax.plot(x[~keep], [0.97] * int((~keep).sum()), "x", color=color, transform=edge)
+            # Mark the dropped layers at the panel's edges, as the probe's figures do: inf or
+            # NaN at the top, 0 at the bottom, so they are not lost.
+            edge, color = ax.get_xaxis_transform(), styles[run.path]["color"]
+            for mask, height, marker in ((~np.isfinite(y), 0.97, "x"), (y == 0, 0.03, "v")):
+                if mask.any():
+                    ax.plot(x[mask], [height] * int(mask.sum()), marker, color=color,
+                            transform=edge)  # fmt: skip
             plotted += 1
             steps.add(step)
         if plotted:
@@ -179,7 +183,7 @@ def grad_norm_by_layer_figure(runs: Sequence[Run], labels: dict[Path, str]) -> F
             note_no_data(ax, "no grad_norm/layer_k logged")
     axes[0, 0].set_ylabel("‖∂loss/∂W‖₂")
     _legend(fig, axes)
-    fig.suptitle("Weight-gradient norm per layer (× at top: 0, inf or NaN)")
+    fig.suptitle("Weight-gradient norm per layer (× at top: inf/NaN, ▼ at bottom: 0)")
     return fig
 
 

@@ -42,7 +42,8 @@ def save_figure(fig: Figure, path: str | Path, formats: Sequence[str] = ("png",)
     written = []
     for fmt in formats:
         written.append(path.with_suffix(f".{fmt}"))
-        fig.savefig(written[-1], dpi=DPI, format=fmt)
+        # "tight": a legend placed outside the axes is kept whole, however long its labels.
+        fig.savefig(written[-1], dpi=DPI, format=fmt, bbox_inches="tight")
     return written
 
 

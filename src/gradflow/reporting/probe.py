@@ -87,8 +87,26 @@ def hidden_layers(records: pd.DataFrame) -> pd.DataFrame:
     return records[records["layer_index"] <= records["depth"]]
 
 
+def short_labels(labels: list[str]) -> dict[str, str]:
+    """Each init label without the parts every label shares: `variance_scaling:sigma_w2=0.5:
+    distribution=normal:mode=fan_in` and `...sigma_w2=2...` read `sigma_w2=0.5` and
+    `sigma_w2=2`; a differing bias part reads `bias std=0.3` (a legend says what differs)."""
+
+    def parts(label: str) -> list[str]:
+        weights, _, bias = label.partition(", bias ")
+        return weights.split(":") + [f"bias {p}" for p in bias.split(":") if bias]
+
+    split = {label: parts(label) for label in labels}
+    shared = set.intersection(*(set(p) for p in split.values())) if len(labels) > 1 else set()
+    return {
+        label: " ".join(p for p in items if p not in shared) or label
+        for label, items in split.items()
+    }
+
+
 def _plot_per_depth(records: pd.DataFrame, column: str, ylabel: str, title: str) -> Figure:
     depths = sorted(records["depth"].unique())
+    init_names = short_labels(list(dict.fromkeys(records["init"])))
     fig, axes = new_figure(1, len(depths), panel_size=(4.4, 3.4), sharey=True)
     inits = list(dict.fromkeys(records["init"]))
     activations = list(dict.fromkeys(records["activation"]))
@@ -105,7 +123,8 @@ def _plot_per_depth(records: pd.DataFrame, column: str, ylabel: str, title: str)
             x = group["layer_index"].to_numpy()
             y = group[column].to_numpy(dtype=float)
             shown = np.isfinite(y) & (y > 0)  # a log axis cannot show 0, inf or NaN
-            label = f"{model} · {act} · {init}" if several_models else f"{act} · {init}"
+            label = f"{act} · {init_names[init]}"
+            label = f"{model} · {label}" if several_models else label
             if several_models:  # the model by the marker: each (init, activation) keeps its line
                 style["marker"] = "os^Dv"[list(records["model"].unique()).index(model) % 5]
             ax.plot(x[shown], y[shown], **{"marker": ".", **style}, label=label)
