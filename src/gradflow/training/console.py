@@ -40,10 +40,15 @@ UNACTIONABLE_WARNINGS = (
     ),
 )
 # Logger name: the starts of its messages that advertise, report hardware the run could
-# not use anyway, or (submitit's, in a SLURM task) say a SIGTERM is ignored when Lightning
-# stops the run on it and records it as terminated.
+# not use anyway, repeat what gradflow's own status line says (why the fit stopped: its
+# epochs), or (submitit's, in a SLURM task) say a SIGTERM is ignored when Lightning stops
+# the run on it and records it as terminated.
 UNACTIONABLE_LOGS = {
-    "lightning.pytorch.utilities.rank_zero": ("💡 Tip:", "TPU available: False"),
+    "lightning.pytorch.utilities.rank_zero": (
+        "💡 Tip:",
+        "TPU available: False",
+        "`Trainer.fit` stopped:",
+    ),
     "submitit": ("Bypassing signal",),
 }
 
