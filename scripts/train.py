@@ -59,7 +59,8 @@ def main(cfg: DictConfig) -> float:
     if summary["status"] == FAILED and not is_sweep:
         log.error(summary["error"])  # one sentence, no traceback (in train.log too)
         sys.exit(1)
-    log.info(format_summary(summary, cfg.paths.log_dir))
+    # A sweep's jobs leave the TensorBoard command to the sweep's end: one, for the sweep.
+    log.info(format_summary(summary, cfg.paths.log_dir, view=not is_sweep))
     scheduled = str(hydra_cfg.launcher.get("_target_", "")).startswith(SCHEDULER_LAUNCHERS)
     if summary["status"] in EXIT_CODES and not scheduled:
         sys.exit(EXIT_CODES[summary["status"]])  # a sweep stops too: the signal means stop

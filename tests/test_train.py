@@ -144,6 +144,7 @@ def test_readme_prints_the_tensorboard_command_every_run_prints():
     assert f"view: tensorboard --logdir logs {TENSORBOARD_FLAGS}" in format_summary(
         summary, Path("logs")
     )
+    assert "view:" not in format_summary(summary, Path("logs"), view=False)  # a sweep's job
 
 
 def test_unique_dir_never_hands_out_the_same_directory_twice(tmp_path):
@@ -236,6 +237,10 @@ def test_two_job_multirun(tmp_path):
     assert jobs[0]["hparams"]["model"] == "mlp" and jobs[0]["hparams"]["activation"] == "sigmoid"
     assert "callbacks" not in jobs[0]["hparams"] and "paths.log_dir" not in jobs[0]["hparams"]
     assert len(list(log_dir.glob("multiruns/*/*/report/summary.md"))) == 1
+    # One TensorBoard command, for the sweep, at its end (no job repeats one).
+    (sweep_dir,) = log_dir.glob("multiruns/*/*")
+    views = [line for line in proc.stdout.splitlines() if line.startswith("view:")]
+    assert views == [f"view: tensorboard --logdir {sweep_dir} {TENSORBOARD_FLAGS}"]
 
 
 @pytest.mark.slow

@@ -78,3 +78,8 @@ PROBE_COLUMNS = [*PROBE_CONFIG_COLUMNS, "layer", "layer_index", *PROBE_STATISTIC
 # (the step-0 probe may go) and serves 10 images per tag. A count, not 0: the plugins
 # serve at most that many, and 0 serves none.
 TENSORBOARD_FLAGS = "--samples_per_plugin scalars=100000,histograms=100000,images=100000"
+
+
+def tensorboard_command(log_dir: object) -> str:
+    """The command that shows every record under `log_dir`, as each run and sweep prints it."""
+    return f"tensorboard --logdir {log_dir} {TENSORBOARD_FLAGS}"

@@ -32,13 +32,13 @@ from gradflow.names import (
     FAILED,
     INTERRUPTED,
     SUMMARY_FILE,
-    TENSORBOARD_FLAGS,
     TERMINATED,
     TRAIN_ACC,
     TRAIN_LOSS,
     VAL_ACC,
     VAL_ACC_BEST,
     VAL_LOSS,
+    tensorboard_command,
 )
 from gradflow.training.hparams import result_columns, run_hparams, write_hparams
 from gradflow.training.module import AXIS_METRICS
@@ -203,8 +203,9 @@ def objective(summary: Mapping[str, Any]) -> float:
     return float(best) if summary.get("status") == COMPLETED and best is not None else math.nan
 
 
-def format_summary(summary: Mapping[str, Any], log_root: Path) -> str:
-    """The few lines a run ends with: status, accuracy, loss, verdict, where the logs are."""
+def format_summary(summary: Mapping[str, Any], log_root: Path, view: bool = True) -> str:
+    """The few lines a run ends with: status, accuracy, loss, verdict, where the logs are,
+    and (with `view`) the TensorBoard command; a sweep's jobs leave it to the sweep's end."""
     final = summary.get("metrics", {}).get("final", {})
     best = summary.get("metrics", {}).get("best", {}).get(VAL_ACC_BEST)
     epochs = summary.get("epochs", 0)
@@ -237,10 +238,9 @@ def format_summary(summary: Mapping[str, Any], log_root: Path) -> str:
             f"data: {data.get('description', data.get('source'))}: "
             f"{data.get('train_size'):,} train / {data.get('val_size'):,} val"
         )
-    lines += [
-        f"logs: {summary['run_dir']}",
-        f"view: tensorboard --logdir {log_root} {TENSORBOARD_FLAGS}",
-    ]
+    lines.append(f"logs: {summary['run_dir']}")
+    if view:
+        lines.append(f"view: {tensorboard_command(log_root)}")
     if summary["status"] in (INTERRUPTED, TERMINATED, FAILED) and summary.get("checkpoint"):
         lines.append(
             f"continue: python scripts/train.py {shlex.quote('resume=' + summary['run_dir'])}"

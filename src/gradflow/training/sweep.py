@@ -25,6 +25,7 @@ from gradflow.names import (
     REJECTED,
     REJECTED_FILE,
     SUMMARY_FILE,
+    tensorboard_command,
 )
 
 _last_report: dict[str, Any] = {}
@@ -109,3 +110,4 @@ class SweepReport(Callback):
                 print(f"report: not written ({type(err).__name__}: {err})", file=sys.stderr)
             else:
                 print(f"report: {report} (tables, figures; shown by tensorboard too)")
+        print(f"view: {tensorboard_command(sweep_dir)}", flush=True)
