@@ -116,7 +116,12 @@ def _make_run(root: Path, job: str, status: str | None, final: float, best: floa
                                          for k in range(1, LAYERS)}}
                 for which, step in (("first_probe", 0), ("last_probe", 30))
             },
-            verdict={"labels": ["vanishing"] if activation == "sigmoid" else ["healthy"]},
+            verdict={
+                "labels": ["vanishing"] if activation == "sigmoid" else ["healthy"],
+                "timeline": [{"phase": "initialisation", "labels": ["exploding"]},
+                             {"phase": "end", "labels": ["healthy"]}]
+                if activation == "relu" else None,
+            },
             epochs=EPOCHS,
             steps=EPOCHS * STEPS_PER_EPOCH,
             timing={"setup_s": 0.1, "epoch_s": [0.2] * EPOCHS, "total_s": 1.0},
@@ -318,3 +323,10 @@ def test_seeds_get_a_95_percent_interval_in_tables_and_figures(multirun: Path, c
     assert ci95_halfwidth([0.3]) != ci95_halfwidth([0.3])  # NaN: one value has no interval
     band = comparison.files["val_acc_seeds.png"]
     assert band.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and band.stat().st_size > 10_000
+
+
+def test_runs_table_shows_the_verdict_at_initialisation(comparison):
+    table = comparison.table
+    assert _row(table, "3_activation=relu,seed=1")["verdict_init"] == "exploding"
+    assert _row(table, "0_activation=sigmoid,seed=1")["verdict_init"] == ""  # no timeline
+    assert "| verdict at init | verdict |" in comparison.markdown

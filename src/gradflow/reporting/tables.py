@@ -39,6 +39,7 @@ RUN_COLUMNS = [
     "train_loss_final",
     "grad_ratio_first",
     "grad_ratio_last",
+    "verdict_init",
     "verdict",
     "epochs",
     "steps",
@@ -91,6 +92,16 @@ def _grad_ratio(run: Run, which: str) -> float:
     return math.nan
 
 
+def _verdict_at_init(run: Run) -> str:
+    """The labels of the verdict's initialisation phase (step 0), joined by '+'; empty for a
+    summary without a timeline."""
+    phases = run.get("verdict", "timeline")
+    if not isinstance(phases, list):
+        return ""
+    first = next((p for p in phases if p.get("phase") == "initialisation"), None)
+    return "+".join(map(str, first.get("labels", []))) if first else ""
+
+
 def _verdict(run: Run) -> str:
     labels = run.get("verdict", "labels")
     if isinstance(labels, str):
@@ -113,6 +124,7 @@ def run_row(run: Run, label: str) -> dict[str, Any]:
         "train_loss_final": _final(run, TRAIN_LOSS),
         "grad_ratio_first": _grad_ratio(run, "first"),
         "grad_ratio_last": _grad_ratio(run, "last"),
+        "verdict_init": _verdict_at_init(run),
         "verdict": _verdict(run),
         "epochs": run.get("epochs"),
         "steps": run.get("steps"),
@@ -262,6 +274,7 @@ def runs_markdown(table: pd.DataFrame) -> str:
             "train acc (final)": _fmt(r["train_acc_final"], ".4f"),
             "grad ratio first step": _fmt(r["grad_ratio_first"], ".2e"),
             "grad ratio last step": _fmt(r["grad_ratio_last"], ".2e"),
+            "verdict at init": r["verdict_init"] or "—",
             "verdict": r["verdict"] or "—",
         }
         for r in table.to_dict("records")
