@@ -42,6 +42,7 @@ from gradflow.diagnostics.common import bin_counts, log_histograms
 from gradflow.diagnostics.probe import probe_batch
 from gradflow.errors import ConfigError, DivergedError
 from gradflow.nn import BNMLP, MLP, ResMLP
+from tests.helpers import judge_healthy_but
 
 CALLBACKS_YAML = config_dir() / "callbacks" / "default.yaml"
 
@@ -485,14 +486,7 @@ def test_probe_falls_back_to_the_validation_loader(images):
 # ---------------------------------------------------------------------------- verdict
 def test_verdict_rules():
     def labels(**kw):
-        base = dict(
-            first_last_ratio=1.0,
-            total_norm=1.0,
-            act_saturated={},
-            act_dead={},
-            saturation="two_sided",
-        )
-        return judge(**{**base, **kw}).labels
+        return judge_healthy_but(**kw).labels
 
     assert labels() == ["healthy"]
     assert labels(first_last_ratio=1e-3) == ["vanishing"]
@@ -564,15 +558,12 @@ def test_composed_run_writes_the_diagnostics_to_summary(compose_cfg):
 
 
 def _judge_one_sided(max_layer_norm: float, val_loss: float, total_norm: float = 0.3):
-    return judge(
+    return judge_healthy_but(
         first_last_ratio=3.0,
         total_norm=total_norm,
-        act_saturated={},
-        act_dead={},
         saturation="one_sided",
         max_layer_norm=max_layer_norm,
         val_loss=val_loss,
-        num_classes=10,
     )
 
 

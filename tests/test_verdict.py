@@ -13,29 +13,20 @@ from gradflow.diagnostics import VerdictThresholds, judge
 from gradflow.diagnostics.verdict import timeline, timeline_sentence
 from gradflow.errors import ConfigError
 from gradflow.training.summary import format_summary
+from tests.helpers import judge_healthy_but
 
 LN10 = math.log(10)
-
-
-def _judge(**kw):
-    base = dict(
-        first_last_ratio=1.0,
-        total_norm=1.0,
-        act_saturated={},
-        act_dead={},
-        saturation="two_sided",
-        num_classes=10,
-    )
-    return judge(**{**base, **kw})
 
 
 # ------------------------------------------------------------------------- the timeline
 def test_step_0_explosion_then_saturation_reads_as_a_timeline():
     # tanh, sigma_w^2 = 4, depth 60 (offline sample): step 0's ratio 1.2e4 and total norm
     # 4.0e4, then the gradient ratio collapses as 38 of 60 layers saturate.
-    at_init = _judge(first_last_ratio=1.2e4, total_norm=4.0e4, act_saturated={"layer_01": 0.28})
+    at_init = judge_healthy_but(
+        first_last_ratio=1.2e4, total_norm=4.0e4, act_saturated={"layer_01": 0.28}
+    )
     saturated = {f"layer_{k:02d}": 0.9 for k in (1, 2, 3)}
-    later = _judge(first_last_ratio=1.6e-6, total_norm=0.2, act_saturated=saturated)
+    later = judge_healthy_but(first_last_ratio=1.6e-6, total_norm=0.2, act_saturated=saturated)
     assert at_init.labels == ["exploding"]
     assert later.labels == ["vanishing", "saturated"]
     epochs = [later.record(epoch=1, step=31), later.record(epoch=2, step=63)]
@@ -53,7 +44,7 @@ def test_step_0_explosion_then_saturation_reads_as_a_timeline():
         "(epochs 1-2) and at the end"
     )
     # Saturation from epoch 2 only: the training phase says when, so it stands apart.
-    first = _judge(first_last_ratio=1e-3).record(epoch=1, step=31)
+    first = judge_healthy_but(first_last_ratio=1e-3).record(epoch=1, step=31)
     phases = timeline(at_init.record(step=0), [first, epochs[1]], later.record(step=95))
     assert timeline_sentence(phases, "now") == (
         "exploding at initialisation, then vanishing and saturated (from epoch 2) during "
@@ -64,7 +55,7 @@ def test_step_0_explosion_then_saturation_reads_as_a_timeline():
 def test_a_long_run_names_its_epochs_as_ranges():
     # Nielsen's 500 full-batch epochs: vanishing in epochs 1-14 and 50-499 (validation, which
     # the every-layer rule needs, runs every 50 epochs), healthy in between.
-    vanishing, healthy = _judge(first_last_ratio=1e-3), _judge()
+    vanishing, healthy = judge_healthy_but(first_last_ratio=1e-3), judge_healthy_but()
     epochs = [
         (vanishing if e < 15 or e >= 50 else healthy).record(epoch=e, step=e - 1)
         for e in range(1, 500)
@@ -77,12 +68,12 @@ def test_a_long_run_names_its_epochs_as_ranges():
 
 
 def test_a_one_epoch_run_has_no_training_phase_and_healthy_runs_read_short():
-    healthy = _judge().record(step=0)
+    healthy = judge_healthy_but().record(step=0)
     assert timeline_sentence(timeline(healthy, [], healthy)) == (
         "healthy at initialisation and at the end"
     )
-    epochs = [_judge().record(epoch=e, step=e * 10) for e in (1, 2)]
-    phases = timeline(healthy, epochs, _judge().record(step=30))
+    epochs = [judge_healthy_but().record(epoch=e, step=e * 10) for e in (1, 2)]
+    phases = timeline(healthy, epochs, judge_healthy_but().record(step=30))
     assert phases[1]["labels"] == ["healthy"] and phases[1]["label_epochs"] == {}
     assert timeline_sentence(phases) == (
         "healthy at initialisation, during training (epochs 1-2) and at the end"
@@ -93,7 +84,7 @@ def test_a_one_epoch_run_has_no_training_phase_and_healthy_runs_read_short():
 def test_slow_is_a_net_that_learns_but_stays_far_from_fitted():
     # The [128, 64] sigmoid net after 3 epochs (seed 42): val/loss 2.18 (0.95 ln 10),
     # val/acc_best 0.235.
-    sigmoid = _judge(val_loss=2.184, val_acc_best=0.235)
+    sigmoid = judge_healthy_but(val_loss=2.184, val_acc_best=0.235)
     assert sigmoid.labels == ["slow"]
     assert sigmoid.evidence["slow"] == {"val_acc_best": 0.235, "val_loss": 2.184}
     assert sigmoid.text() == (
@@ -101,18 +92,20 @@ def test_slow_is_a_net_that_learns_but_stays_far_from_fitted():
         "chance loss 2.30)"
     )
     # ReLU, depth 4, Xavier, 3 epochs: 0.96 (0.42 ln 10), 0.756.
-    assert _judge(val_loss=0.96, val_acc_best=0.756).labels == ["healthy"]
+    assert judge_healthy_but(val_loss=0.96, val_acc_best=0.756).labels == ["healthy"]
     # Stuck at chance (sigmoid 4x128, 10 epochs): not learning, so not slow.
-    assert _judge(val_loss=2.30, val_acc_best=0.114).labels == ["healthy"]
+    assert judge_healthy_but(val_loss=2.30, val_acc_best=0.114).labels == ["healthy"]
     # The bounds: chance + 0.05 of the way to 1, and 0.65 of ln(classes).
-    assert _judge(val_loss=0.66 * LN10, val_acc_best=0.146).labels == ["slow"]
-    assert _judge(val_loss=0.64 * LN10, val_acc_best=0.5).labels == ["healthy"]
-    assert _judge(val_loss=2.0, val_acc_best=0.14).labels == ["healthy"]
+    assert judge_healthy_but(val_loss=0.66 * LN10, val_acc_best=0.146).labels == ["slow"]
+    assert judge_healthy_but(val_loss=0.64 * LN10, val_acc_best=0.5).labels == ["healthy"]
+    assert judge_healthy_but(val_loss=2.0, val_acc_best=0.14).labels == ["healthy"]
     # XOR's 2 classes: chance 0.5, so 0.75 learns; ln 2 = 0.69.
-    assert _judge(val_loss=0.6, val_acc_best=0.75, num_classes=2).labels == ["slow"]
+    assert judge_healthy_but(val_loss=0.6, val_acc_best=0.75, num_classes=2).labels == ["slow"]
     # Not at initialisation (no validation yet) and not without validation numbers.
-    assert _judge(val_loss=2.184, val_acc_best=0.235, outcome=False).labels == ["healthy"]
-    assert _judge(val_loss=None, val_acc_best=0.235).labels == ["healthy"]
+    assert judge_healthy_but(val_loss=2.184, val_acc_best=0.235, outcome=False).labels == [
+        "healthy"
+    ]
+    assert judge_healthy_but(val_loss=None, val_acc_best=0.235).labels == ["healthy"]
 
 
 def test_slow_measures_the_loss_against_the_tasks_chance_loss():
@@ -129,9 +122,9 @@ def test_slow_measures_the_loss_against_the_tasks_chance_loss():
 
 def test_slow_is_left_out_of_the_training_phase():
     # Every net is far from fitted after its first epoch (ReLU depth 4: 0.69..0.92 ln 10).
-    early = _judge(val_loss=0.9 * LN10, val_acc_best=0.4).record(epoch=1, step=124)
+    early = judge_healthy_but(val_loss=0.9 * LN10, val_acc_best=0.4).record(epoch=1, step=124)
     assert early["labels"] == ["slow"]
-    end = _judge(val_loss=0.3 * LN10, val_acc_best=0.85).record(step=374)
+    end = judge_healthy_but(val_loss=0.3 * LN10, val_acc_best=0.85).record(step=374)
     phases = timeline(None, [early], end)
     assert phases[0]["labels"] == ["healthy"]
     assert timeline_sentence(phases) == "healthy during training (epoch 1) and at the end"
@@ -140,7 +133,7 @@ def test_slow_is_left_out_of_the_training_phase():
 # ------------------------------------------------------------------------ dead units
 def test_dead_units_are_judged_by_count_as_well_as_fraction():
     def dead(act_dead, widths):
-        return _judge(act_dead=act_dead, layer_widths=widths, saturation="one_sided")
+        return judge_healthy_but(act_dead=act_dead, layer_widths=widths, saturation="one_sided")
 
     # One dead unit of 2 is half the layer, but one unit: not dead_units.
     assert dead({"layer_01": 0.5}, {"layer_01": 2}).labels == ["healthy"]

@@ -32,6 +32,9 @@ UNKNOWN = "unknown"
 # outcomes of the config (the others stopped for reasons outside it).
 FINISHED = (COMPLETED, DIVERGED)
 
+# The phases of summary.json's verdict timeline, in order.
+INITIALISATION, TRAINING, END = "initialisation", "training", "end"
+
 # TensorBoard tags the reporting side reads back (the full list: docs/architecture.md).
 TRAIN_LOSS, TRAIN_ACC = "train/loss", "train/acc"
 VAL_LOSS, VAL_ACC, VAL_ACC_BEST = "val/loss", "val/acc", "val/acc_best"

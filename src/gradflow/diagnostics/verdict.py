@@ -85,9 +85,12 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from gradflow.checks import check_params, number, whole
+from gradflow.names import END, INITIALISATION, TRAINING
 
 LABELS = ("healthy", "vanishing", "exploding", "saturated", "dead_units", "slow")
-PHASES = ("initialisation", "training", "end")
+# How the console and TensorBoard text say each phase (the end's is the caller's: "at the
+# end", or "now" for a run still training).
+PHASE_WORDS = {INITIALISATION: "at initialisation", TRAINING: "during training"}
 # Judged on the outcome only: every net is far from fitted in its first epochs.
 OUTCOME_LABELS = ("slow",)
 _WHOLE_THRESHOLDS = ("dead_min_units",)
@@ -396,7 +399,7 @@ def timeline(
     """
     phases: list[dict[str, Any]] = []
     if initial is not None:
-        phases.append({"phase": "initialisation", **initial})
+        phases.append({"phase": INITIALISATION, **initial})
     if epochs:
         label_epochs: dict[str, list[int]] = {}
         evidence: dict[str, Any] = {}
@@ -416,7 +419,7 @@ def timeline(
         labels = [label for label in LABELS if label in label_epochs] or ["healthy"]
         phases.append(
             {
-                "phase": "training",
+                "phase": TRAINING,
                 "epochs": [epochs[0]["epoch"], epochs[-1]["epoch"]],
                 "steps": [epochs[0]["step"], epochs[-1]["step"]],
                 "labels": labels,
@@ -426,7 +429,7 @@ def timeline(
             }
         )
     if end is not None:
-        phases.append({"phase": "end", **end})
+        phases.append({"phase": END, **end})
     return phases
 
 
@@ -463,10 +466,9 @@ def timeline_sentence(phases: Sequence[Mapping[str, Any]], end_name: str = "at t
         kind = phase["phase"]
         labels = list(phase["labels"])
         words = list(labels)
-        if kind == "training":
+        if kind == TRAINING:
             all_epochs = list(range(phase["epochs"][0], phase["epochs"][1] + 1))
-            span = _epoch_span(all_epochs)
-            where = f"during training ({span})"
+            where = f"{PHASE_WORDS[TRAINING]} ({_epoch_span(all_epochs)})"
             held = phase.get("label_epochs", {})
             words = [
                 f"{label} ({_held_span(held[label], all_epochs)})"
@@ -475,7 +477,7 @@ def timeline_sentence(phases: Sequence[Mapping[str, Any]], end_name: str = "at t
                 for label in labels
             ]
         else:
-            where = "at initialisation" if kind == "initialisation" else end_name
+            where = PHASE_WORDS.get(kind, end_name)
         if groups and groups[-1][0] == words:
             groups[-1][1].append(where)
         else:

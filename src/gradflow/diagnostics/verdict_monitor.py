@@ -29,13 +29,14 @@ from gradflow.diagnostics.common import (
 )
 from gradflow.diagnostics.gradients import GradientMonitor
 from gradflow.diagnostics.verdict import (
+    PHASE_WORDS,
     Verdict,
     VerdictThresholds,
     judge,
     timeline,
     timeline_sentence,
 )
-from gradflow.names import VAL_ACC_BEST, VAL_LOSS
+from gradflow.names import END, VAL_ACC_BEST, VAL_LOSS
 
 Record = dict[str, Any]
 
@@ -126,6 +127,23 @@ class VerdictMonitor(L.Callback):
             basis["gradient_logged_steps"] = grads["n_steps"]
         if probe is not None:
             basis["probe_step"] = probe["step"]
+        return self._judge(
+            grads,
+            probe,
+            diverged_at_step=diverged,
+            basis=basis,
+            max_layer_norm=self._max_layer_norm(grads),
+            val_loss=self._metric(VAL_LOSS),
+            num_classes=self._num_classes,
+            reference_loss=self._chance_loss,
+            val_acc_best=self._metric(VAL_ACC_BEST),
+        )
+
+    def _judge(
+        self, grads: Mapping[str, Any] | None, probe: Mapping[str, Any] | None, **numbers: Any
+    ) -> Verdict:
+        """The verdict on a gradient row (first_last_ratio, total) and a probe, with the
+        monitor's thresholds and layer widths and any other of judge's numbers."""
         return judge(
             first_last_ratio=grads["first_last_ratio"] if grads else None,
             total_norm=grads["total"] if grads else None,
@@ -133,14 +151,8 @@ class VerdictMonitor(L.Callback):
             act_dead=_layer_values(probe, "act_dead"),
             saturation=self._saturation,
             thresholds=self.thresholds,
-            diverged_at_step=diverged,
-            basis=basis,
-            max_layer_norm=self._max_layer_norm(grads),
-            val_loss=self._metric(VAL_LOSS),
-            num_classes=self._num_classes,
-            reference_loss=self._chance_loss,
             layer_widths=self._widths,
-            val_acc_best=self._metric(VAL_ACC_BEST),
+            **numbers,
         )
 
     def initial(self) -> Verdict | None:
@@ -152,17 +164,7 @@ class VerdictMonitor(L.Callback):
         probe = probe if probe is not None and probe["step"] == 0 else None
         if self._saturation is None or (row is None and probe is None):
             return None
-        return judge(
-            first_last_ratio=row["first_last_ratio"] if row else None,
-            total_norm=row["total"] if row else None,
-            act_saturated=_layer_values(probe, "act_saturated"),
-            act_dead=_layer_values(probe, "act_dead"),
-            saturation=self._saturation,
-            thresholds=self.thresholds,
-            basis={"step": 0},
-            layer_widths=self._widths,
-            outcome=False,
-        )
+        return self._judge(row, probe, basis={"step": 0}, outcome=False)
 
     def _max_layer_norm(self, grads: Mapping[str, Any] | None) -> float | None:
         if grads is None or self._gradients is None:
@@ -215,7 +217,7 @@ class VerdictMonitor(L.Callback):
         `timeline` (a record per phase), its `sentence` and every epoch's record, for
         summary.json."""
         verdict, phases = self.current(), self.timeline()
-        end = next((phase for phase in phases if phase["phase"] == "end"), None)
+        end = next((phase for phase in phases if phase["phase"] == END), None)
         if end is None:
             return {"verdict": None}
         if verdict is not None:
@@ -240,9 +242,8 @@ def _latest_step(verdict: Verdict) -> int:
 
 def _phase_reasons(phases: list[Record], end_name: str = "at the end") -> list[str]:
     """`at initialisation: exploding: grad_norm/total 6.9e+04 > 1.0e+03`, a line per label."""
-    names = {"initialisation": "at initialisation", "training": "during training"}
     lines = []
     for phase in phases:
-        name = names.get(phase["phase"], end_name)
+        name = PHASE_WORDS.get(phase["phase"], end_name)
         lines += [f"{name}: {line}" for line in phase["text"].splitlines()]
     return lines

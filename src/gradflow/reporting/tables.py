@@ -17,6 +17,7 @@ from gradflow.names import (
     FIRST_LAST_RATIO,
     GRAD_NORM,
     GRAD_NORM_BIAS,
+    INITIALISATION,
     TRAIN_ACC,
     TRAIN_LOSS,
     VAL_ACC,
@@ -98,7 +99,7 @@ def _verdict_at_init(run: Run) -> str:
     phases = run.get("verdict", "timeline")
     if not isinstance(phases, list):
         return ""
-    first = next((p for p in phases if p.get("phase") == "initialisation"), None)
+    first = next((p for p in phases if p.get("phase") == INITIALISATION), None)
     return "+".join(map(str, first.get("labels", []))) if first else ""
 
 
