@@ -58,7 +58,7 @@ class Task:
         self, outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"
     ) -> torch.Tensor:
         """The training loss, averaged over samples (`reduction="sum"`: summed, so each
-        sample's gradient is its own loss's)."""
+        sample's gradient is its own loss's; "none": each sample's)."""
         if self.name == "multiclass":
             return F.cross_entropy(outputs, targets, reduction=reduction)
         if self.name == "binary":
@@ -69,6 +69,8 @@ class Task:
             one_hot = F.one_hot(targets, outputs.shape[1]).to(outputs.dtype)
             per_sample = F.binary_cross_entropy_with_logits(outputs, one_hot, reduction="none")
             per_sample = per_sample.sum(dim=1)
+            if reduction == "none":
+                return per_sample
             return per_sample.sum() if reduction == "sum" else per_sample.mean()
         return F.mse_loss(outputs, targets.view_as(outputs), reduction=reduction)
 

@@ -83,6 +83,30 @@ class PreloadedLoader:
             yield self.x[idx], self.y[idx]
 
 
+class PopulationLoader(PreloadedLoader):
+    """A population's batches: member m's batch at [m] of (M, B, ...) inputs and (M, B)
+    targets, in the order member m's own PreloadedLoader (seeded `seeds[m]`) gives it."""
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, *, seeds: list[int], **kwargs):
+        super().__init__(x, y, batch_size, shuffle=True, **kwargs)
+        self.seeds = list(seeds)
+
+    def __iter__(self) -> Iterator[Split]:
+        epoch = self.epoch_fn() if self.epoch_fn is not None else None
+        epoch = self.passes if epoch is None else epoch
+        self.passes += 1
+        stop = len(self) * self.batch_size if self.drop_last else len(self.y)
+        orders = torch.stack(
+            [
+                torch.randperm(len(self.y), generator=torch.Generator().manual_seed(s))
+                for s in (epoch_seed(seed, epoch) for seed in self.seeds)
+            ]
+        ).to(self.y.device)  # one transfer per epoch, as a member's own loader makes
+        for start in range(0, stop, self.batch_size):
+            idx = orders[:, start : start + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
 class TensorDataModule(L.LightningDataModule):
     """Train and validation tensors loaded once by `load()`, batched by `PreloadedLoader`.
 
@@ -113,6 +137,17 @@ class TensorDataModule(L.LightningDataModule):
         self.drop_last, self.preload = drop_last, preload
         self.train_data: Split | None = None
         self.val_data: Split | None = None
+        # A population's batch orders, one shuffle seed per member (`stack`); None: one run.
+        self.member_seeds: list[int] | None = None
+
+    def stack(self, shuffle_seeds: list[int]) -> None:
+        """Serve a population: each training batch holds every member's own batch, member m
+        in the order its own run (shuffle_seed = shuffle_seeds[m]) would see."""
+        if not self.preload:
+            raise ConfigError(
+                "preload", self.preload, "a population slices its batches on the device"
+            )
+        self.member_seeds = [whole("shuffle_seed", s, minimum=0) for s in shuffle_seeds]
 
     @property
     def in_features(self) -> int:
@@ -178,6 +213,15 @@ class TensorDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> PreloadedLoader | DataLoader:
         x, y = self._placed("train_data")
+        if self.member_seeds is not None:
+            return PopulationLoader(
+                x,
+                y,
+                self.batch_size,
+                seeds=self.member_seeds,
+                drop_last=self.drop_last,
+                epoch_fn=self._epoch,
+            )
         if not self.preload:
             # Seeded once per loader: epoch e's order depends on the epochs before it, so
             # only preload=True gives a resumed run the same order.

@@ -9,6 +9,7 @@ from gradflow.nn.activations import (
 )
 from gradflow.nn.init import BIAS_SCHEMES, INIT_SCHEMES, init_linear
 from gradflow.nn.models import BNMLP, MLP, ResMLP, TrackedModel, layer_name
+from gradflow.nn.population import Population
 
 __all__ = [
     "ACTIVATIONS",
@@ -16,6 +17,7 @@ __all__ = [
     "BNMLP",
     "INIT_SCHEMES",
     "MLP",
+    "Population",
     "ActivationInfo",
     "ResMLP",
     "TrackedModel",
