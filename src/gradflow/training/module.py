@@ -27,6 +27,18 @@ DECAYED = "decayed"
 ACC_BEST_KEY = "val_acc_best"
 
 
+def configure_groups(groups: list[dict[str, Any]], optimizer: OptimizerFactory) -> None:
+    """Set `groups`' numeric settings (lr, momentum, ...) to the optimizer partial's, weight
+    decay left at 0 where it is off (`DECAYED`)."""
+    settings = getattr(optimizer, "keywords", {})
+    numbers = {k: v for k, v in settings.items() if isinstance(v, int | float)}
+    for group in groups:
+        update = {key: value for key, value in numbers.items() if key in group}
+        if not group.get(DECAYED, True):
+            update.pop("weight_decay", None)
+        group.update(update)
+
+
 class TaskModule(L.LightningModule):
     """Trains `model` on `task`'s loss (`gradflow.tasks`: `multiclass`, `binary`,
     `one_vs_rest`, `regression`) with the optimizer that `optimizer(params)` builds (a Hydra
@@ -80,14 +92,8 @@ class TaskModule(L.LightningModule):
             self.val_acc_best.update(self._restored_acc_best.to(self.device))
         # The optimizer as configured: a checkpoint's state (restored by now) brings back the
         # learning rate it was saved with, and a resumed run may change it (RESUMABLE).
-        settings = getattr(self.hparams.optimizer, "keywords", {})
-        numbers = {k: v for k, v in settings.items() if isinstance(v, int | float)}
         for optimizer in self.trainer.optimizers:
-            for group in optimizer.param_groups:
-                update = {key: value for key, value in numbers.items() if key in group}
-                if not group.get(DECAYED, True):
-                    update.pop("weight_decay", None)
-                group.update(update)
+            configure_groups(optimizer.param_groups, self.hparams.optimizer)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # MaxMetric's state is not in the state dict: keep the best so far for a resume.

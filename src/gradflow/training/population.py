@@ -39,16 +39,21 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.plugins import CheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from gradflow.config import override_key
 from gradflow.data import TensorDataModule
 from gradflow.diagnostics.common import epoch_end_step
 from gradflow.errors import ConfigError, DivergedError, GradflowError, gradflow_cause
 from gradflow.names import (
+    CHECKPOINT_DIR,
     COMPLETED,
     EPOCH,
     INTERRUPTED,
+    LAST_CHECKPOINT,
     TERMINATED,
     TRAIN_ACC,
     TRAIN_LOSS,
@@ -58,8 +63,10 @@ from gradflow.names import (
 )
 from gradflow.nn.population import check_members, stacked_forward
 from gradflow.training import console, preflight
-from gradflow.training.module import DECAYED, TaskModule
+from gradflow.training.module import ACC_BEST_KEY, DECAYED, TaskModule, configure_groups
+from gradflow.training.resume import RESUME_KEY, ResumePoint
 from gradflow.training.run import (
+    STOP_MESSAGES,
     build,
     build_group,
     build_loggers,
@@ -68,6 +75,7 @@ from gradflow.training.run import (
     config_node,
     discard_run_dir,
     seed_and_threads,
+    start_point,
 )
 from gradflow.training.summary import RunSummary
 
@@ -184,12 +192,19 @@ class MemberRun:
         self.member, self.index = member, index  # its place among the launcher's members
         self.position = index  # its place along the member dimension (set when built)
         self.cfg = member.cfg
-        self.summary = RunSummary(member.cfg, member.run_dir, member.overrides)
+        overrides = [o for o in member.overrides if override_key(o) != RESUME_KEY]
+        self.summary = RunSummary(member.cfg, member.run_dir, overrides)
+        self.start = ResumePoint()
         self.module: TaskModule | None = None
         self.callbacks: list[L.Callback] = []
         self.loggers: list[Logger] = []
         self.view: MemberTrainer | None = None
         self.alive = True
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """Where its checkpoint goes: `checkpoints/last.ckpt`, as a run of its own keeps it."""
+        return self.member.run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
 
     def freeze(self, err: BaseException, trainer: L.Trainer) -> None:
         """Stop training this member: record why, and where (a run of its own stops there)."""
@@ -223,6 +238,26 @@ class PopulationModule(L.LightningModule):
         self.register_buffer("val_acc_best", torch.full((m,), -math.inf), persistent=False)
         self.train_count = self.val_count = 0
         self.member_losses: torch.Tensor | None = None
+        self.group_counts: list[int] = []  # optimizer param groups per member, in order
+        self._restored_best: list[float | None] | None = None
+
+    def on_train_start(self) -> None:
+        # As TaskModule: the best so far from a checkpoint, the optimizer settings as each
+        # member's config says (a resumed run may change its learning rate).
+        if self._restored_best is not None:
+            best = [-math.inf if b is None else b for b in self._restored_best]
+            self.val_acc_best = torch.tensor(best, device=self.device)
+        groups = self.trainer.optimizers[0].param_groups
+        start = 0
+        for member, count in zip(self.members, self.group_counts, strict=True):
+            configure_groups(groups[start : start + count], member.hparams.optimizer)
+            start += count
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[POPULATION_BEST_KEY] = self.val_acc_best.tolist()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._restored_best = checkpoint.get(POPULATION_BEST_KEY)
 
     def models(self) -> list[torch.nn.Module]:
         return [member.model for member in self.members]
@@ -329,14 +364,16 @@ class PopulationModule(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One optimizer of member 0's class; each member's TaskModule param groups (weight
         decay on weight matrices only) carrying that member's own settings."""
-        groups = []
+        groups, self.group_counts = [], []
         for member in self.members:
             settings = dict(getattr(member.hparams.optimizer, "keywords", {}))
-            for group in member.configure_optimizers().param_groups:
+            own_groups = member.configure_optimizers().param_groups
+            for group in own_groups:
                 own = {k: v for k, v in group.items() if k in ("params", DECAYED)}
                 if not group.get(DECAYED, True):
                     own["weight_decay"] = 0.0
                 groups.append({**settings, **own})
+            self.group_counts.append(len(own_groups))
         factory = self.members[0].hparams.optimizer
         return factory.func(groups, **factory.keywords)
 
@@ -379,6 +416,22 @@ class MemberCallbacks(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
         self.call("setup", trainer, lambda run: (stage,))
 
+    def state_dict(self) -> dict[str, Any]:
+        """Each member's callbacks' states, keyed (and left out when empty) as a run's own
+        checkpoint keys them."""
+        states = {}
+        for run in self.runs:
+            own = {cb.state_key: cb.state_dict() for cb in run.callbacks}
+            states[run.position] = {key: state for key, state in own.items() if state}
+        return states
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for run in self.runs:
+            states = state_dict.get(run.position, {})
+            for callback in run.callbacks:
+                if callback.state_key in states:
+                    callback.load_state_dict(states[callback.state_key])
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         x, y = batch
         self.call(
@@ -407,6 +460,114 @@ class MemberCallbacks(L.Callback):
     on_train_epoch_end = _member_hook("on_train_epoch_end")
     on_train_end = _member_hook("on_train_end")
     on_fit_end = _member_hook("on_fit_end")
+
+
+# ---------------------------------------------------------------------- checkpoints
+
+# Where a population's checkpoint keeps each member's best validation accuracy so far.
+POPULATION_BEST_KEY = "population_val_acc_best"
+
+
+class MemberCheckpointIO(CheckpointIO):
+    """Lightning's checkpoint of the population, kept as each member's own checkpoint.
+
+    Lightning hands a CheckpointIO plugin the whole checkpoint to store; this one writes, for
+    every living member, the checkpoint its own run would have written
+    (`<run dir>/checkpoints/last.ckpt`: its TaskModule's weights, its optimizer state, its
+    callbacks' states, the loops' progress), so `resume=<member dir>` continues it alone
+    and `compare.py` finds it as any run's. Reading, it puts the members' files back
+    together. A frozen (diverged) member keeps the checkpoint of its last good epoch, as
+    its own run would.
+    """
+
+    def __init__(self, runs: list[MemberRun]) -> None:
+        self.runs = runs
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        for run in self.runs:
+            if run.alive:
+                target = run.checkpoint_path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+                torch.save(member_checkpoint(checkpoint, self.runs, run), tmp)
+                os.replace(tmp, target)  # whole or not at all, whenever a kill comes
+
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        parts = [
+            # Files a gradflow population wrote: they hold the optimizer partial too.
+            torch.load(run.checkpoint_path, map_location=map_location, weights_only=False)
+            for run in self.runs
+        ]
+        return population_checkpoint(parts)
+
+    def remove_checkpoint(self, path: str | Path) -> None:
+        """Nothing: each member's last.ckpt is replaced in place by the next save."""
+
+
+def _group_slices(runs: list[MemberRun], groups: list[dict[str, Any]]) -> list[slice]:
+    """Each member's param groups within the population optimizer's, in member order."""
+    per_member = len(groups) // len(runs)
+    return [slice(i * per_member, (i + 1) * per_member) for i in range(len(runs))]
+
+
+def member_checkpoint(
+    checkpoint: dict[str, Any], runs: list[MemberRun], run: MemberRun
+) -> dict[str, Any]:
+    """The checkpoint `run` would have written on its own, cut out of the population's."""
+    prefix = f"members.{run.position}."
+    own = {k: v for k, v in checkpoint.items() if k not in ("state_dict", "callbacks")}
+    own["state_dict"] = {
+        k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)
+    }
+    if "optimizer_states" in checkpoint:
+        state = checkpoint["optimizer_states"][0]
+        groups = state["param_groups"][_group_slices(runs, state["param_groups"])[run.position]]
+        index = {old: new for new, old in enumerate(p for g in groups for p in g["params"])}
+        own["optimizer_states"] = [
+            {
+                "state": {index[k]: v for k, v in state["state"].items() if k in index},
+                "param_groups": [{**g, "params": [index[p] for p in g["params"]]} for g in groups],
+            }
+        ]
+    callbacks = checkpoint.get("callbacks", {}).get(MemberCallbacks.__qualname__, {})
+    own["callbacks"] = callbacks.get(run.position, {})
+    best = checkpoint.get(POPULATION_BEST_KEY)
+    own.pop(POPULATION_BEST_KEY, None)
+    if best is not None:
+        own[ACC_BEST_KEY] = torch.tensor(best[run.position])
+    own["hyper_parameters"] = dict(run.module.hparams)
+    return own
+
+
+def population_checkpoint(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The population's checkpoint put back together from its members' (`member_checkpoint`)."""
+    first = parts[0]
+    whole = {k: v for k, v in first.items() if k not in ("state_dict", "callbacks", ACC_BEST_KEY)}
+    whole["state_dict"] = {
+        f"members.{i}.{k}": v for i, part in enumerate(parts) for k, v in part["state_dict"].items()
+    }
+    if "optimizer_states" in first:
+        state: dict[str, Any] = {"state": {}, "param_groups": []}
+        offset = 0
+        for part in parts:
+            own = part["optimizer_states"][0]
+            state["state"].update({k + offset: v for k, v in own["state"].items()})
+            for group in own["param_groups"]:
+                state["param_groups"].append(
+                    {**group, "params": [p + offset for p in group["params"]]}
+                )
+            offset += sum(len(g["params"]) for g in own["param_groups"])
+        whole["optimizer_states"] = [state]
+    whole["callbacks"] = {
+        MemberCallbacks.__qualname__: {i: part.get("callbacks", {}) for i, part in enumerate(parts)}
+    }
+    best = [part.get(ACC_BEST_KEY) for part in parts]
+    whole[POPULATION_BEST_KEY] = [None if b is None else float(b) for b in best]
+    return whole
 
 
 # ------------------------------------------------------------------------ training
@@ -447,24 +608,34 @@ def split_sizes(total: int, fits: int) -> list[int]:
 def train_population(members: list[Member]) -> list[dict[str, Any] | GradflowError]:
     """Train `members` (one population_key) as one model; for each member its summary (as
     `gradflow.training.run.run` returns it), or the ConfigError that rejected its config
-    before training (its run directory is removed, as a rejected run's is)."""
+    before training (its run directory is removed, as a rejected run's is).
+
+    Resumed members (`resume`) that need no more training return their summary; the others
+    continue from their checkpoints, members saved at the same step as one population.
+    """
     console.quiet()
-    results: list[dict[str, Any] | GradflowError | None] = [None] * len(members)
-    runs = []
+    results: dict[int, dict[str, Any] | GradflowError] = {}
+    by_start: dict[int, list[MemberRun]] = {}
     for i, member in enumerate(members):
         member.run_dir.mkdir(parents=True, exist_ok=True)
+        run = MemberRun(member, i)
         try:
             preflight.check(member.cfg)
+            run.start, done = start_point(
+                member.cfg, member.run_dir, run.summary, list(member.overrides)
+            )
         except ConfigError as err:
             discard_run_dir(member.run_dir)
             results[i] = err
             continue
-        runs.append(MemberRun(member, i))
-    if runs:
+        if done:
+            results[i] = done
+        else:
+            by_start.setdefault(run.start.steps, []).append(run)
+    for runs in by_start.values():
         for chunk in _chunks(runs):
-            for run, result in zip(chunk, _train(chunk), strict=True):
-                results[run.index] = result
-    return results
+            results.update(_train(chunk))
+    return [results[i] for i in range(len(members))]
 
 
 def _chunks(runs: list[MemberRun]) -> list[list[MemberRun]]:
@@ -508,8 +679,9 @@ def _meta_model(cfg: DictConfig) -> torch.nn.Module | None:
     return build_model(cfg, datamodule)
 
 
-def _train(runs: list[MemberRun]) -> list[dict[str, Any] | GradflowError]:
-    """Build every member as its own run builds it, fit them as one, write each record."""
+def _train(runs: list[MemberRun]) -> dict[int, dict[str, Any] | GradflowError]:
+    """Build every member as its own run builds it, fit them as one (from their checkpoints
+    when they continue), write each record; {member index: summary or rejection}."""
     cfg = runs[0].cfg
     trainer, datamodule = None, None
     results: dict[int, dict[str, Any] | GradflowError] = {}
@@ -525,7 +697,7 @@ def _train(runs: list[MemberRun]) -> list[dict[str, Any] | GradflowError]:
                 results[run.index] = err
                 runs.remove(run)
         if not runs:
-            return [results[i] for i in sorted(results)]
+            return results
         check_members([run.module.model for run in runs])
         with config_node("data"):
             datamodule.setup("fit")
@@ -533,11 +705,17 @@ def _train(runs: list[MemberRun]) -> list[dict[str, Any] | GradflowError]:
         for position, run in enumerate(runs):
             run.position = position
         module = PopulationModule(runs)
-        trainer = build_trainer(cfg, [MemberCallbacks(runs)], [])
+        checkpoints = build_group(cfg, "checkpoint")
+        saves = any(isinstance(c, ModelCheckpoint) for c in checkpoints)
+        plugins = {"plugins": [MemberCheckpointIO(runs)]} if saves else {}
+        trainer = build_trainer(cfg, [MemberCallbacks(runs), *checkpoints], [], **plugins)
         for run in runs:
             run.view = MemberTrainer(trainer, run.loggers, [*run.callbacks])
             run.summary.set_up()
-        trainer.fit(module, datamodule=datamodule)
+        resumed = runs[0].start.checkpoint is not None
+        # weights_only=False: the members' checkpoints hold their optimizer partials.
+        ckpt_path = runs[0].checkpoint_path if resumed else None
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
         for run in runs:
             if run.alive:
                 run.summary.ended(COMPLETED)
@@ -547,13 +725,14 @@ def _train(runs: list[MemberRun]) -> list[dict[str, Any] | GradflowError]:
         status = TERMINATED if trainer is not None and trainer.received_sigterm else INTERRUPTED
         for run in runs:
             if run.alive:
-                run.summary.ended(status, f"{status} while training as a population")
+                run.summary.ended(status, STOP_MESSAGES[status])
     except Exception as err:  # noqa: BLE001 - recorded per member, as run() records a run's
         cause = gradflow_cause(err)
         if isinstance(cause, ConfigError) and trainer is None:
             for run in runs:
                 discard_run_dir(run.member.run_dir)
-            raise cause from None
+                results[run.index] = cause
+            return results
         for run in runs:
             if run.alive and run.summary.failed(err):
                 log.exception("population failed")
@@ -565,7 +744,7 @@ def _train(runs: list[MemberRun]) -> list[dict[str, Any] | GradflowError]:
         results[run.index] = run.summary.write(run.view, run.callbacks, data, run.loggers)
         for logger in run.loggers:
             logger.finalize("success")
-    return [results[i] for i in sorted(results)]
+    return results
 
 
 def _build_member(run: MemberRun, datamodule: TensorDataModule) -> None:
@@ -581,4 +760,4 @@ def _build_member(run: MemberRun, datamodule: TensorDataModule) -> None:
         datamodule.chance_loss(),
     )
     run.callbacks = [*build_group(cfg, "callbacks"), run.summary.epochs]
-    run.loggers = build_loggers(cfg, None)
+    run.loggers = build_loggers(cfg, run.start.purge_step)

@@ -32,6 +32,7 @@ from gradflow.training import console, preflight
 from gradflow.training.module import TaskModule
 from gradflow.training.resume import (
     RESUME_KEY,
+    ResumePoint,
     finished_summary,
     record_resume,
     resume_changes,
@@ -40,6 +41,11 @@ from gradflow.training.resume import (
 from gradflow.training.summary import RunSummary
 
 log = logging.getLogger(__name__)
+# Why a run stopped when it was stopped from outside.
+STOP_MESSAGES = {
+    INTERRUPTED: "interrupted by the user (Ctrl-C)",
+    TERMINATED: "terminated by SIGTERM (a scheduler's time limit or scancel)",
+}
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -51,23 +57,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     console.quiet()
     run_dir = output_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    resuming = cfg.get(RESUME_KEY) is not None
     summary = RunSummary(
         cfg, run_dir, [o for o in job_overrides() if override_key(o) != RESUME_KEY]
     )
     trainer, datamodule, callbacks, loggers = None, None, [], []
     try:
         preflight.check(cfg)
-        start = resume_point(cfg, run_dir)
-        if resuming:
-            summary.epochs.pending_changes = resume_changes(run_dir, cfg, start.steps)
-            if done := finished_summary(run_dir, cfg.trainer.get("max_epochs")):
-                log.info("%s already %s: nothing to resume.", run_dir, done["status"])
-                record_resume(run_dir, cfg, job_overrides())  # Hydra rewrote .hydra/
-                return done
-            summary.data["overrides"] = record_resume(run_dir, cfg, job_overrides())
-        if start.resumed_from:
-            summary.data["resumed_from"] = start.resumed_from
+        start, done = start_point(cfg, run_dir, summary, job_overrides())
+        if done:
+            return done
         seed_and_threads(cfg)
         datamodule, module, callbacks = build_parts(cfg)
         loggers = build_loggers(cfg, start.purge_step)
@@ -80,10 +78,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         # Lightning turns Ctrl-C and SIGTERM into a graceful shutdown and then exit(1).
         if isinstance(err, SystemExit) and not (trainer is not None and trainer.interrupted):
             raise
-        if trainer is not None and trainer.received_sigterm:
-            summary.ended(TERMINATED, "terminated by SIGTERM (a scheduler's time limit or scancel)")
-        else:
-            summary.ended(INTERRUPTED, "interrupted by the user (Ctrl-C)")
+        status = TERMINATED if trainer is not None and trainer.received_sigterm else INTERRUPTED
+        summary.ended(status, STOP_MESSAGES[status])
         _restore_ctrl_c()
     except Exception as err:  # noqa: BLE001 - recorded; the caller decides the exit code
         cause = gradflow_cause(err)
@@ -100,6 +96,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "task": datamodule.task.name,  # what the outputs mean (`gradflow.tasks`)
         }
     return summary.write(trainer, callbacks, data, loggers)
+
+
+def start_point(
+    cfg: DictConfig, run_dir: Path, summary: RunSummary, overrides: list[str]
+) -> tuple[ResumePoint, dict[str, Any] | None]:
+    """Where the run starts (`resume_point`), noted in its summary; and, for a resumed run
+    that needs no more training, its finished summary (then there is nothing to do)."""
+    start = resume_point(cfg, run_dir)
+    if cfg.get(RESUME_KEY) is not None:
+        summary.epochs.pending_changes = resume_changes(run_dir, cfg, start.steps)
+        if done := finished_summary(run_dir, cfg.trainer.get("max_epochs")):
+            log.info("%s already %s: nothing to resume.", run_dir, done["status"])
+            record_resume(run_dir, cfg, overrides)  # Hydra rewrote .hydra/
+            return start, done
+        summary.data["overrides"] = record_resume(run_dir, cfg, overrides)
+    if start.resumed_from:
+        summary.data["resumed_from"] = start.resumed_from
+    return start, None
 
 
 def discard_run_dir(run_dir: Path) -> None:
@@ -209,8 +223,11 @@ def build_loggers(cfg: DictConfig, purge_step: int | None) -> list[Logger]:
     return loggers
 
 
-def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Logger]) -> L.Trainer:
-    """The Trainer, with the progress bar only when someone can watch it."""
+def build_trainer(
+    cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Logger], **kwargs: Any
+) -> L.Trainer:
+    """The Trainer, with the progress bar only when someone can watch it (`kwargs`: more
+    Trainer arguments, such as plugins)."""
     show_bar = bool(cfg.trainer.get("enable_progress_bar", True)) and watched()
     bar = [instantiate(cfg.progress_bar)] if show_bar and cfg.get("progress_bar") else []
     checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
@@ -222,6 +239,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Lo
         enable_progress_bar=show_bar,
         # The checkpoint group decides; Lightning refuses a ModelCheckpoint otherwise.
         **({"enable_checkpointing": True} if checkpoints else {}),
+        **kwargs,
     )
 
 
