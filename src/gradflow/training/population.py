@@ -103,9 +103,14 @@ class Member:
     overrides: list[str] = field(default_factory=list)
 
 
-def population_key(cfg: DictConfig) -> str:
+def population_key(cfg: DictConfig) -> str | None:
     """A string equal for two configs exactly when their jobs can train as one population:
-    the config with the stackable keys taken out (unresolved, so paths do not matter)."""
+    the config with the stackable keys taken out (unresolved, so paths do not matter).
+    None for a job that trains alone: one that starts from a checkpoint of its own run
+    (`ckpt_path`), or whose data is not kept on the device (`data.preload=false`: a
+    population slices every member's batch out of the same tensors)."""
+    if cfg.get("ckpt_path") is not None or not cfg.data.get("preload", True):
+        return None
     container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=False)
     container.pop("hydra", None)
     kept = {key: _get(container, key) for key in SHARED_WITHIN_STACKABLE}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import signal
 import sys
@@ -23,8 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from gradflow.checks import whole
 from gradflow.config import override_key
 from gradflow.data import TensorDataModule
-from gradflow.errors import ConfigError, gradflow_cause
-from gradflow.names import COMPLETED, HYDRA_DIR, INTERRUPTED, TERMINATED
+from gradflow.errors import ConfigError, GradflowError, gradflow_cause
+from gradflow.names import COMPLETED, FAILED, HYDRA_DIR, INTERRUPTED, TERMINATED
 from gradflow.nn.activations import activation_params
 from gradflow.nn.init import init_params
 from gradflow.nn.models import TrackedModel
@@ -38,7 +39,8 @@ from gradflow.training.resume import (
     resume_changes,
     resume_point,
 )
-from gradflow.training.summary import RunSummary
+from gradflow.training.summary import RunSummary, format_summary, objective
+from gradflow.training.sweep import record_rejection
 
 log = logging.getLogger(__name__)
 # Why a run stopped when it was stopped from outside.
@@ -47,23 +49,36 @@ STOP_MESSAGES = {
     TERMINATED: "terminated by SIGTERM (a scheduler's time limit or scancel)",
 }
 
+# The shell's codes for Ctrl-C and for SIGTERM: either stops a sweep too.
+EXIT_CODES = {INTERRUPTED: 130, TERMINATED: 143}
+# Launchers that run each job as a task of a scheduler (hydra/launcher=slurm): scancel or a
+# time limit ends that task only, and the sweep waits for its result (submitit's result
+# file, which an exit would not write) to report it.
+SCHEDULER_LAUNCHERS = "hydra_plugins.hydra_submitit_launcher."
+# Launchers that run the jobs in this process, one after another, where a progress bar
+# can be watched (the population launcher runs a single job as the basic one does).
+IN_PROCESS_LAUNCHERS = ("BasicLauncher", "PopulationLauncher")
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+
+def run(
+    cfg: DictConfig, run_dir: Path | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Build and fit everything `cfg` describes; return (and write) the run's summary.
 
-    A config rejected before training raises its ConfigError and leaves no run behind: the
-    directory made for it goes (a resumed run's, which holds more, stays as it was).
+    `run_dir` and `overrides` default to the current Hydra job's (a population member has
+    its own, not the job current when it trains). A config rejected before training raises
+    its ConfigError and leaves no run behind: the directory made for it goes (a resumed
+    run's, which holds more, stays as it was).
     """
     console.quiet()
-    run_dir = output_dir(cfg)
+    run_dir = output_dir(cfg) if run_dir is None else run_dir
+    overrides = job_overrides() if overrides is None else overrides
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary = RunSummary(
-        cfg, run_dir, [o for o in job_overrides() if override_key(o) != RESUME_KEY]
-    )
+    summary = RunSummary(cfg, run_dir, [o for o in overrides if override_key(o) != RESUME_KEY])
     trainer, datamodule, callbacks, loggers = None, None, [], []
     try:
         preflight.check(cfg)
-        start, done = start_point(cfg, run_dir, summary, job_overrides())
+        start, done = start_point(cfg, run_dir, summary, overrides)
         if done:
             return done
         seed_and_threads(cfg)
@@ -114,6 +129,31 @@ def start_point(
     if start.resumed_from:
         summary.data["resumed_from"] = start.resumed_from
     return start, None
+
+
+def finish_job(cfg: DictConfig, outcome: dict[str, Any] | GradflowError) -> float:
+    """What a job does with its run's summary, or with the error that rejected its config,
+    under its Hydra job: print it, note a rejection in the sweep, exit where the command
+    must stop (a rejected or failed single run: 1; a Ctrl-C or SIGTERM: 130 or 143, which
+    stops a sweep too); return the objective a sweeper maximises (NaN when rejected)."""
+    hydra_cfg = HydraConfig.get()
+    is_sweep = hydra_cfg.mode.name == "MULTIRUN"
+    if isinstance(outcome, GradflowError):  # a rejected config: one sentence, no run left
+        console.log.error(str(outcome))
+        if not is_sweep:
+            sys.exit(1)
+        run_name = Path(hydra_cfg.runtime.output_dir).name
+        record_rejection(Path(hydra_cfg.sweep.dir), run_name, str(outcome))
+        return math.nan
+    if outcome["status"] == FAILED and not is_sweep:
+        console.log.error(outcome["error"])  # one sentence, no traceback (in train.log too)
+        sys.exit(1)
+    # A sweep's jobs leave the TensorBoard command to the sweep's end: one, for the sweep.
+    console.log.info(format_summary(outcome, cfg.paths.log_dir, view=not is_sweep))
+    scheduled = str(hydra_cfg.launcher.get("_target_", "")).startswith(SCHEDULER_LAUNCHERS)
+    if outcome["status"] in EXIT_CODES and not scheduled:
+        sys.exit(EXIT_CODES[outcome["status"]])  # a sweep stops too: the signal means stop
+    return objective(outcome)
 
 
 def discard_run_dir(run_dir: Path) -> None:
@@ -250,7 +290,8 @@ def watched() -> bool:
         return False
     if HydraConfig.initialized():
         launcher = str(HydraConfig.get().launcher.get("_target_", ""))
-        return HydraConfig.get().mode.name != "MULTIRUN" or launcher.endswith("BasicLauncher")
+        in_process = launcher.endswith(IN_PROCESS_LAUNCHERS)
+        return HydraConfig.get().mode.name != "MULTIRUN" or in_process
     return True
 
 

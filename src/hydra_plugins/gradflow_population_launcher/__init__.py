@@ -1,0 +1,1 @@
+"""gradflow's population launcher, where Hydra looks for launchers (`hydra_plugins`)."""

@@ -1,0 +1,157 @@
+"""hydra/launcher=population: which jobs train together, and that each member's job
+directory is a job's. The engine is replaced by a stand-in that runs each member alone
+(`run`), so the outputs are real runs; scripts/train.py runs in this process."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from gradflow.config import config_dir
+from gradflow.errors import ConfigError
+from gradflow.training import population
+from gradflow.training.population_launcher import PopulationLauncher, populations
+from gradflow.training.run import run
+from tests.helpers import REPO_ROOT, TINY
+
+# Nothing that costs time and is not looked at: no diagnostics, checkpoint or events.
+QUICK = [*TINY, "model.width=16", "callbacks=none", "checkpoint=none", "logger=none"]
+
+
+@pytest.fixture
+def trained(monkeypatch) -> list[list[population.Member]]:
+    """The populations the launcher hands to the engine, in order; each member is trained
+    alone, into its own directory."""
+    groups: list[list[population.Member]] = []
+
+    def stand_in(members: list[population.Member]) -> list[dict]:
+        groups.append(members)
+        return [run(m.cfg, run_dir=m.run_dir, overrides=m.overrides) for m in members]
+
+    monkeypatch.setattr(population, "train_population", stand_in)
+    return groups
+
+
+def _sweep(tmp_path: Path, monkeypatch, *overrides: str) -> Path:
+    """scripts/train.py -m hydra/launcher=population with QUICK sizes, in this process;
+    returns the sweep directory."""
+    sweep = tmp_path / "sweep"
+    argv = ["train.py", "-m", "hydra/launcher=population", *QUICK, *overrides,
+            f"hydra.sweep.dir={sweep}", f"paths.log_dir={tmp_path / 'logs'}",
+            f"paths.data_dir={tmp_path / 'data'}",
+            "hydra.callbacks.sweep_report.compare=false"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(REPO_ROOT / "scripts" / "train.py"), run_name="train")["main"]()
+    return sweep
+
+
+def _jobs(group: list[population.Member]) -> list[str]:
+    return [member.run_dir.name for member in group]
+
+
+def test_seeds_of_each_depth_train_as_one_population(tmp_path, monkeypatch, capsys, trained):
+    sweep = _sweep(tmp_path, monkeypatch, "seed=0,1,2", "model.depth=1,2")
+    # Hydra's order: the last key varies fastest; jobs are named by what varies, seed last.
+    assert [_jobs(group) for group in trained] == [
+        ["0_model.depth=1,seed=0", "2_model.depth=1,seed=1", "4_model.depth=1,seed=2"],
+        ["1_model.depth=2,seed=0", "3_model.depth=2,seed=1", "5_model.depth=2,seed=2"],
+    ]
+    for group in trained:
+        for member in group:
+            run_dir = member.run_dir
+            assert run_dir.parent == sweep
+            saved = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+            seed = int(run_dir.name.rsplit("=", 1)[1])
+            assert saved["seed"] == member.cfg.seed == seed
+            # Resolved while the member's job was current: its own directory, not the sweep's.
+            assert member.cfg.paths.output_dir == str(run_dir)
+            assert f"seed={seed}" in member.overrides
+            summary = json.loads((run_dir / "summary.json").read_text())
+            assert summary["status"] == "completed" and summary["config"]["seed"] == seed
+            assert summary["overrides"] == member.overrides
+            # Trained under its population's Hydra job: the model group's option, not a class.
+            assert summary["hparams"]["model"] == "mlp"
+            assert summary["hparams"]["depth"] == member.cfg.model.depth
+            # Its train.log: what the population logged while it trained (the stand-in's
+            # three runs), then its own summary.
+            log = (run_dir / "train.log").read_text()
+            assert log.count("GPU available") == 3
+            assert log.count("status: completed") == 1 and str(run_dir) in log
+    # Two seeds of one population start from different weights: different losses.
+    losses = {
+        json.loads((m.run_dir / "summary.json").read_text())["metrics"]["final"]["val/loss"]
+        for m in trained[0]
+    }
+    assert len(losses) == 3
+    out = capsys.readouterr().out
+    assert f"sweep: 6 jobs in {sweep}: 6 completed" in out
+    assert out.count("status: completed") == 6  # each member's summary, as a job prints it
+
+
+def test_the_cap_splits_a_population_and_a_rest_of_one_runs_alone(
+    tmp_path, monkeypatch, capsys, trained
+):
+    sweep = _sweep(tmp_path, monkeypatch, "seed=0,1,2", "hydra.launcher.max_members=2")
+    assert [_jobs(group) for group in trained] == [["0_seed=0", "1_seed=1"]]
+    alone = sweep / "2_seed=2"  # the basic way: run_job with scripts/train.py's main
+    assert json.loads((alone / "summary.json").read_text())["status"] == "completed"
+    assert (alone / ".hydra" / "overrides.yaml").is_file()
+    assert "sweep: 3 jobs" in capsys.readouterr().out
+
+
+def test_a_rejected_population_is_rejected_for_each_member(tmp_path, monkeypatch, capsys):
+    def reject(members: list[population.Member]) -> list[dict]:
+        raise ConfigError("model.depth", 0, "use a whole number >= 1")
+
+    monkeypatch.setattr(population, "train_population", reject)
+    sweep = _sweep(tmp_path, monkeypatch, "seed=0,1")
+    rejected = [json.loads(line) for line in (sweep / "rejected.jsonl").read_text().splitlines()]
+    assert [entry["job"] for entry in rejected] == ["0_seed=0", "1_seed=1"]
+    assert rejected[0]["error"] == "model.depth=0 is not allowed: use a whole number >= 1."
+    assert not list(sweep.glob("*/.hydra"))  # no run left behind, as for a rejected job
+    assert "sweep: 2 jobs" in capsys.readouterr().out
+
+
+def _job_configs(tmp_path: Path, *sweeps: str) -> list[DictConfig]:
+    """Every job's config (hydra node included) of a sweep over `sweeps` ("key=a,b")."""
+    from itertools import product
+
+    values = [[f"{s.split('=')[0]}={v}" for v in s.split("=")[1].split(",")] for s in sweeps]
+    jobs = []
+    for overrides in product(*values):
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            job = compose(
+                "train",
+                overrides=[*overrides, f"paths.log_dir={tmp_path}"],
+                return_hydra_config=True,
+            )
+        with open_dict(job):
+            job.hydra.job.num = len(jobs)
+        jobs.append(job)
+    return jobs
+
+
+def _groups(jobs: list[DictConfig], max_members: int = 64) -> list[list[int]]:
+    return [[job.hydra.job.num for job in group] for group in populations(jobs, max_members)]
+
+
+def test_only_stackable_keys_may_differ_within_a_population(tmp_path):
+    # seed, learning rate and init stack; the width and the optimizer's class do not.
+    jobs = _job_configs(tmp_path, "seed=0,1", "optimizer.lr=0.1,0.01", "init=xavier_uniform,normal")
+    assert _groups(jobs) == [list(range(8))]
+    assert _groups(jobs, max_members=3) == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert _groups(_job_configs(tmp_path, "model.width=16,32", "seed=0,1")) == [[0, 1], [2, 3]]
+    assert _groups(_job_configs(tmp_path, "optimizer=sgd,adam", "seed=0,1")) == [[0, 1], [2, 3]]
+
+
+def test_the_cap_is_a_whole_number_of_members():
+    assert PopulationLauncher(max_members=2).max_members == 2
+    with pytest.raises(ConfigError, match=r"^hydra.launcher.max_members=0 is not allowed"):
+        PopulationLauncher(max_members=0)
