@@ -1,6 +1,6 @@
 """hydra/launcher=population: which jobs train together, and that each member's job
-directory is a job's. The engine is replaced by a stand-in that runs each member alone
-(`run`), so the outputs are real runs; scripts/train.py runs in this process."""
+directory is a job's; scripts/train.py runs in this process. (That members equal their
+own runs is tests/test_population_training.py's.)"""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from gradflow.config import config_dir
 from gradflow.errors import ConfigError
 from gradflow.training import population
 from gradflow.training.population_launcher import PopulationLauncher, populations
-from gradflow.training.run import run
+from gradflow.training.stacking import Member
 from tests.helpers import REPO_ROOT, TINY
 
 # Nothing that costs time and is not looked at: no diagnostics, checkpoint or events.
@@ -26,16 +26,16 @@ QUICK = [*TINY, "model.width=16", "callbacks=none", "checkpoint=none", "logger=n
 
 
 @pytest.fixture
-def trained(monkeypatch) -> list[list[population.Member]]:
-    """The populations the launcher hands to the engine, in order; each member is trained
-    alone, into its own directory."""
-    groups: list[list[population.Member]] = []
+def trained(monkeypatch) -> list[list[Member]]:
+    """The populations the launcher hands to the engine, in order (then trained by it)."""
+    groups: list[list[Member]] = []
+    train_population = population.train_population
 
-    def stand_in(members: list[population.Member]) -> list[dict]:
+    def spy(members: list[Member]) -> list[dict]:
         groups.append(members)
-        return [run(m.cfg, run_dir=m.run_dir, overrides=m.overrides) for m in members]
+        return train_population(members)
 
-    monkeypatch.setattr(population, "train_population", stand_in)
+    monkeypatch.setattr(population, "train_population", spy)
     return groups
 
 
@@ -52,7 +52,7 @@ def _sweep(tmp_path: Path, monkeypatch, *overrides: str) -> Path:
     return sweep
 
 
-def _jobs(group: list[population.Member]) -> list[str]:
+def _jobs(group: list[Member]) -> list[str]:
     return [member.run_dir.name for member in group]
 
 
@@ -79,10 +79,12 @@ def test_seeds_of_each_depth_train_as_one_population(tmp_path, monkeypatch, caps
             # Trained under its population's Hydra job: the model group's option, not a class.
             assert summary["hparams"]["model"] == "mlp"
             assert summary["hparams"]["depth"] == member.cfg.model.depth
-            # Its train.log: what the population logged while it trained (the stand-in's
-            # three runs), then its own summary.
+            assert summary["population"]["members"] == 3
+            assert summary["population"]["run_dirs"] == _jobs(group)
+            # Its train.log: what the population logged while it trained (one Trainer for
+            # the three), then its own summary.
             log = (run_dir / "train.log").read_text()
-            assert log.count("GPU available") == 3
+            assert log.count("GPU available") == 1
             assert log.count("status: completed") == 1 and str(run_dir) in log
     # Two seeds of one population start from different weights: different losses.
     losses = {
@@ -107,14 +109,10 @@ def test_the_cap_splits_a_population_and_a_rest_of_one_runs_alone(
 
 
 def test_a_rejected_population_is_rejected_for_each_member(tmp_path, monkeypatch, capsys):
-    def reject(members: list[population.Member]) -> list[dict]:
-        raise ConfigError("model.depth", 0, "use a whole number >= 1")
-
-    monkeypatch.setattr(population, "train_population", reject)
-    sweep = _sweep(tmp_path, monkeypatch, "seed=0,1")
+    sweep = _sweep(tmp_path, monkeypatch, "seed=0,1", "optimizer.lr=-1")
     rejected = [json.loads(line) for line in (sweep / "rejected.jsonl").read_text().splitlines()]
     assert [entry["job"] for entry in rejected] == ["0_seed=0", "1_seed=1"]
-    assert rejected[0]["error"] == "model.depth=0 is not allowed: use a whole number >= 1."
+    assert rejected[0]["error"].startswith("optimizer.lr=-1 is not allowed: ")
     assert not list(sweep.glob("*/.hydra"))  # no run left behind, as for a rejected job
     assert "sweep: 2 jobs" in capsys.readouterr().out
 

@@ -1,7 +1,7 @@
 """Populations: a sweep's jobs that differ only in stackable keys, trained as one model.
 
-`population_key(cfg)` says which jobs may be stacked (equal keys: one population), and
-`train_population(members)` trains them together and leaves, in each member's job
+`gradflow.training.stacking.population_key` says which jobs may be stacked (equal keys:
+one population); `train_population(members)` trains them together and leaves, in each member's job
 directory, what a run of its own leaves: summary.json (its own config), TensorBoard
 events (scalars, histograms, figures, the verdict, HParams).
 
@@ -27,12 +27,11 @@ How it stays inside the Lightning design:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins import CheckpointIO
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gradflow.config import override_key
 from gradflow.data import TensorDataModule
@@ -77,67 +76,14 @@ from gradflow.training.run import (
     seed_and_threads,
     start_point,
 )
+from gradflow.training.stacking import Member
 from gradflow.training.summary import RunSummary
 
 log = logging.getLogger(__name__)
 
-# What members of one population may differ in: each member builds its own network
-# (seed, init), follows its own batch order (data.shuffle_seed) and has its own optimizer
-# param groups, so every optimizer setting but its class is per member. Where each run
-# writes (paths) and how it is labelled (task_name, tags) differ freely too.
-STACKABLE_KEYS = ("seed", "data.shuffle_seed", "init", "optimizer", "paths", "task_name", "tags")
-# ...except these, the same for all: one optimizer class for the population.
-SHARED_WITHIN_STACKABLE = ("optimizer._target_", "optimizer._partial_")
 # Fraction of the device's free memory a population may plan to use (the estimate leaves
 # out the allocator's slack and Lightning's own tensors).
 MEMORY_FRACTION = 0.8
-
-
-@dataclass
-class Member:
-    """One job of a population: its resolved config (no `hydra` node), its run directory
-    and its command-line overrides (as summary.json records them)."""
-
-    cfg: DictConfig
-    run_dir: Path
-    overrides: list[str] = field(default_factory=list)
-
-
-def population_key(cfg: DictConfig) -> str | None:
-    """A string equal for two configs exactly when their jobs can train as one population:
-    the config with the stackable keys taken out (unresolved, so paths do not matter).
-    None for a job that trains alone: one that starts from a checkpoint of its own run
-    (`ckpt_path`), or whose data is not kept on the device (`data.preload=false`: a
-    population slices every member's batch out of the same tensors)."""
-    if cfg.get("ckpt_path") is not None or not cfg.data.get("preload", True):
-        return None
-    container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=False)
-    container.pop("hydra", None)
-    kept = {key: _get(container, key) for key in SHARED_WITHIN_STACKABLE}
-    for key in STACKABLE_KEYS:
-        _pop(container, key)
-    container["__shared__"] = kept
-    return json.dumps(container, sort_keys=True, default=str)
-
-
-def _get(tree: dict[str, Any], dotted: str) -> Any:
-    node: Any = tree
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def _pop(tree: dict[str, Any], dotted: str) -> None:
-    *parents, last = dotted.split(".")
-    node: Any = tree
-    for part in parents:
-        if not isinstance(node, dict) or part not in node:
-            return
-        node = node[part]
-    if isinstance(node, dict):
-        node.pop(last, None)
 
 
 # ------------------------------------------------------------------------ member views
@@ -716,6 +662,11 @@ def _train(runs: list[MemberRun]) -> dict[int, dict[str, Any] | GradflowError]:
         trainer = build_trainer(cfg, [MemberCallbacks(runs), *checkpoints], [], **plugins)
         for run in runs:
             run.view = MemberTrainer(trainer, run.loggers, [*run.callbacks])
+            run.summary.data["population"] = {
+                "members": len(runs),
+                "position": run.position,
+                "run_dirs": [r.member.run_dir.name for r in runs],
+            }
             run.summary.set_up()
         resumed = runs[0].start.checkpoint is not None
         # weights_only=False: the members' checkpoints hold their optimizer partials.

@@ -37,8 +37,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gradflow.checks import whole
 from gradflow.errors import GradflowError
-from gradflow.training import population
-from gradflow.training.population import Member
+from gradflow.training.stacking import Member, population_key
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +105,7 @@ class PopulationLauncher(Launcher):
         returns = [ret for _, ret, _ in prepared]
         if not together:
             return returns
+        from gradflow.training.population import train_population
         from gradflow.training.run import discard_run_dir, finish_job
 
         outcomes: list[dict[str, Any] | GradflowError]
@@ -116,7 +116,7 @@ class PopulationLauncher(Launcher):
             # The first job is current: what the members share (the mode, the launcher, the
             # groups' choices); each member's directory and overrides are in its Member.
             with current_job(together[0][0]):
-                outcomes = list(population.train_population([m for _, _, m in together]))
+                outcomes = list(train_population([m for _, _, m in together]))
         except GradflowError as err:  # the population's config was rejected: every member's
             outcomes = [err] * len(together)
         except Exception as err:  # noqa: BLE001 - each job fails, as run_job records a failure
@@ -125,7 +125,10 @@ class PopulationLauncher(Launcher):
             return returns
         for (job, ret, member), outcome in zip(together, outcomes, strict=True):
             with current_job(job):
-                configure_log(job.hydra.job_logging, job.hydra.verbose)  # its train.log
+                # Its train.log (a rejected member's directory, gone, comes back until the
+                # error is said, as a rejected job's lives until then).
+                member.run_dir.mkdir(parents=True, exist_ok=True)
+                configure_log(job.hydra.job_logging, job.hydra.verbose)
                 ret.return_value = finish_job(member.cfg, outcome)
             if isinstance(outcome, GradflowError):  # as `run` leaves none for a rejected config
                 discard_run_dir(member.run_dir)
@@ -144,7 +147,7 @@ def populations(jobs: list[DictConfig], max_members: int) -> list[list[DictConfi
     runs of at most `max_members`, in the order of their first job."""
     groups: dict[Any, list[DictConfig]] = {}
     for job in jobs:
-        key = population.population_key(job)
+        key = population_key(job)
         groups.setdefault(key if key is not None else id(job), []).append(job)
     return [
         group[start : start + max_members]
