@@ -12,6 +12,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
+from tensorboard.backend.event_processing import event_accumulator as ea
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from gradflow.config import config_dir
@@ -161,3 +162,58 @@ def test_memory_estimate_counts_parameters_state_and_activations():
     assert split_sizes(10, 4) == [4, 3, 3]
     assert split_sizes(8, 8) == [8] and split_sizes(8, 100) == [8]
     assert split_sizes(5, 1) == [1] * 5
+
+
+def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """What TensorBoard shows of a run's scalars: every event file, purges applied."""
+    acc = ea.EventAccumulator(str(run_dir), size_guidance={ea.SCALARS: 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_a_population_continues_from_its_members_checkpoints(tmp_path):
+    """A population stopped after epoch 1 and resumed to 3 ends exactly where one that ran
+    straight through ends; a member's checkpoint also continues alone, as its own run's."""
+    seeds = (["seed=0"], ["seed=1", "optimizer.lr=0.003"])
+    shared = ("optimizer=adam", "model=bn_mlp")
+
+    def members(name: str, *overrides: str) -> list[Member]:
+        return [
+            Member(compose_at(tmp_path, f"{name}{i}", *s, *shared, *overrides), tmp_path / f"{name}{i}", s)
+            for i, s in enumerate(seeds)
+        ]  # fmt: skip
+
+    straight = train_population(members("straight", "trainer.max_epochs=3"))
+    first = train_population(members("resumed", "trainer.max_epochs=1"))
+    assert [m["checkpoint"] for m in first] == [
+        str(tmp_path / f"resumed{i}" / "checkpoints" / "last.ckpt") for i in range(2)
+    ]
+    aside = tmp_path / "epoch1.ckpt"  # member 1's, before the resume overwrites it
+    aside.write_bytes(Path(first[1]["checkpoint"]).read_bytes())
+    resumed = train_population(
+        members("resumed", "trainer.max_epochs=3", f"resume={tmp_path / 'resumed0'}")
+    )
+    for i, (done, expected) in enumerate(zip(resumed, straight, strict=True)):
+        assert done["resumed_from"]["epochs"] == 1 and done["resumed_from"]["steps"] == 8
+        # Bit-identical on CPU: the same weights, Adam state, BatchNorm state, batch order.
+        assert done["metrics"] == expected["metrics"]
+        assert (done["epochs"], done["steps"]) == (3, 24)
+        assert done["verdict"]["labels"] == expected["verdict"]["labels"]
+        shown, straight_shown = (
+            _scalars(tmp_path / f"resumed{i}"),
+            _scalars(tmp_path / f"straight{i}"),
+        )
+        for tag in ("train/loss", "val/acc", "val/acc_best", "grad_norm/layer_01"):
+            assert [s for s, _ in shown[tag]] == [s for s, _ in straight_shown[tag]], tag
+
+    # Member 1's epoch-1 checkpoint is its own run's: a run of its own continues it.
+    alone_dir = tmp_path / "alone"
+    cfg = compose_at(tmp_path, "alone", *seeds[1], *shared, "trainer.max_epochs=3")
+    with open_dict(cfg):
+        cfg.ckpt_path = str(aside)
+    alone = run(cfg)
+    assert alone["resumed_from"]["epochs"] == 1
+    # Its own forward sums in another order than the stacked one: float32 ulps apart.
+    for key, value in straight[1]["metrics"]["final"].items():
+        assert alone["metrics"]["final"][key] == pytest.approx(value, rel=1e-5), key
+    assert alone_dir.is_dir()
