@@ -19,7 +19,7 @@ from gradflow.errors import ConfigError
 from gradflow.training import population
 from gradflow.training.population_launcher import PopulationLauncher, populations
 from gradflow.training.stacking import Member
-from tests.helpers import REPO_ROOT, TINY
+from tests.helpers import KILLABLE, REPO_ROOT, TINY, start_train, wait_for
 
 # Nothing that costs time and is not looked at: no diagnostics, checkpoint or events.
 QUICK = [*TINY, "model.width=16", "callbacks=none", "checkpoint=none", "logger=none"]
@@ -153,3 +153,27 @@ def test_the_cap_is_a_whole_number_of_members():
     assert PopulationLauncher(max_members=2).max_members == 2
     with pytest.raises(ConfigError, match=r"^hydra.launcher.max_members=0 is not allowed"):
         PopulationLauncher(max_members=0)
+
+
+@pytest.mark.slow
+def test_killed_population_sweep_relaunch_continues_its_members(tmp_path):
+    logs = tmp_path / "logs"
+    sweep = logs / "sweep"
+    args = ["-m", "hydra/launcher=population", "seed=0,1", *KILLABLE, "trainer.max_epochs=2"]
+    proc = start_train(*args, "callbacks=none", f"hydra.sweep.dir={sweep}", log_dir=logs)
+    wait_for(sweep, "1_*/checkpoints/last.ckpt", proc)  # both members saved epoch 1
+    proc.kill()
+    proc.communicate(timeout=60)
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert len(jobs) == 2 and not any((job / "summary.json").exists() for job in jobs)
+
+    again = start_train("-m", f"resume={sweep}", log_dir=logs)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-3000:]
+    for position, job in enumerate(jobs):
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["epochs"] == 2
+        assert summary["resumed_from"]["epochs"] == 1
+        assert summary["population"]["members"] == 2
+        assert summary["population"]["position"] == position
+    assert f"sweep: 2 jobs in {sweep}: 2 completed" in out

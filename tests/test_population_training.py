@@ -178,10 +178,13 @@ def test_a_population_continues_from_its_members_checkpoints(tmp_path):
     shared = ("optimizer=adam", "model=bn_mlp")
 
     def members(name: str, *overrides: str) -> list[Member]:
+        configs = [
+            compose_at(tmp_path, f"{name}{i}", *s, *shared, *overrides) for i, s in enumerate(seeds)
+        ]
         return [
-            Member(compose_at(tmp_path, f"{name}{i}", *s, *shared, *overrides), tmp_path / f"{name}{i}", s)
-            for i, s in enumerate(seeds)
-        ]  # fmt: skip
+            Member(c, tmp_path / f"{name}{i}", s)
+            for i, (c, s) in enumerate(zip(configs, seeds, strict=True))
+        ]
 
     straight = train_population(members("straight", "trainer.max_epochs=3"))
     first = train_population(members("resumed", "trainer.max_epochs=1"))

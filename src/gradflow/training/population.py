@@ -572,8 +572,9 @@ def train_population(members: list[Member]) -> list[dict[str, Any] | GradflowErr
         run = MemberRun(member, i)
         try:
             preflight.check(member.cfg)
+            composed = member.composed if member.composed is not None else member.cfg
             run.start, done = start_point(
-                member.cfg, member.run_dir, run.summary, list(member.overrides)
+                composed, member.run_dir, run.summary, list(member.overrides)
             )
         except ConfigError as err:
             discard_run_dir(member.run_dir)

@@ -177,7 +177,9 @@ def current_member(cfg: DictConfig) -> Member:
     hydra_cfg = HydraConfig.get()
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    return Member(cfg=resolved, run_dir=run_dir, overrides=list(hydra_cfg.overrides.task))
+    composed = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    overrides = list(hydra_cfg.overrides.task)
+    return Member(cfg=resolved, run_dir=run_dir, overrides=overrides, composed=composed)
 
 
 @contextmanager

@@ -24,12 +24,15 @@ SHARED_WITHIN_STACKABLE = ("optimizer._target_", "optimizer._partial_")
 
 @dataclass
 class Member:
-    """One job of a population: its resolved config (no `hydra` node), its run directory
-    and its command-line overrides (as summary.json records them)."""
+    """One job of a population: its resolved config (no `hydra` node), its run directory,
+    its command-line overrides (as summary.json records them) and, from a launcher, its
+    config as composed (interpolations kept): what a resumed run compares with the config
+    it saved, and saves again."""
 
     cfg: DictConfig
     run_dir: Path
     overrides: list[str] = field(default_factory=list)
+    composed: DictConfig | None = None
 
 
 def population_key(cfg: DictConfig) -> str | None:
