@@ -349,6 +349,7 @@ class MemberCallbacks(L.Callback):
 
     def __init__(self, runs: list[MemberRun]) -> None:
         self.runs = runs
+        self._optimizers: list[MemberOptimizer] | None = None
 
     def call(
         self, name: str, trainer: L.Trainer, args: Callable[[MemberRun], tuple[Any, ...]]
@@ -394,14 +395,14 @@ class MemberCallbacks(L.Callback):
         self.call("on_before_backward", trainer, lambda run: (losses[run.position],))
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        groups = {id(p): g for g in optimizer.param_groups for p in g["params"]}
-
-        def own(run: MemberRun) -> tuple[MemberOptimizer]:
-            ids = {id(p) for p in run.module.parameters()}
-            mine = [g for g in optimizer.param_groups if any(id(p) in ids for p in g["params"])]
-            return (MemberOptimizer(mine or list(groups.values())),)
-
-        self.call("on_before_optimizer_step", trainer, own)
+        if self._optimizers is None:  # each member's groups, found once
+            counts, groups, start = pl_module.group_counts, optimizer.param_groups, 0
+            self._optimizers = []
+            for count in counts:
+                self._optimizers.append(MemberOptimizer(groups[start : start + count]))
+                start += count
+        views = self._optimizers
+        self.call("on_before_optimizer_step", trainer, lambda run: (views[run.position],))
 
     on_fit_start = _member_hook("on_fit_start")
     on_train_start = _member_hook("on_train_start")
