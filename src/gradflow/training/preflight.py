@@ -1,15 +1,17 @@
 """The checks no constructor of gradflow's can make, run on the composed config first.
 
-Every value rule of gradflow's own classes lives in their constructors (`gradflow.checks`);
-Hydra rejects an unknown group option (`activation=sigmoidd`) or key (`model.depthh=3`)
-itself. What is left is checked here, each in one sentence (`ConfigError`):
+Every value rule of gradflow's own classes is a torch-free function in `gradflow.rules`,
+called by their constructors (and by `scripts/train.py` before torch loads); Hydra rejects
+an unknown group option (`activation=sigmoidd`) or key (`model.depthh=3`) itself. What is
+left is checked here, each in one sentence (`ConfigError`):
 
 - what spans a node: each `_target_` names a class of the kind its group needs, and every
-  key of the node is one of its parameters (Hydra would pass them all);
+  key of the node is one of its parameters (Hydra would pass them all): this needs the
+  class imported;
 - the machine: the accelerator asked for is there;
-- (their rules in `gradflow.rules.training`, which `scripts/train.py` runs before torch
-  loads) third-party constructors' values gradflow relies on (torch's optimizers,
-  Lightning's Trainer), and the disk: the run or checkpoint to continue from exists.
+- the values gradflow relies on from third-party constructors (torch's optimizers,
+  Lightning's Trainer) and the disk (the run or checkpoint to continue from exists): their
+  rules are in `gradflow.rules.training`, run here again for a run started in-process.
 """
 
 from __future__ import annotations
