@@ -57,7 +57,9 @@ class Scheme:
     bias: str = "zeros"
 
 
-def _schemes(draws: Mapping[str, Callable[..., None]], params: Mapping[str, SchemeParams]) -> dict:
+def _schemes(
+    draws: Mapping[str, Callable[..., None]], params: Mapping[str, SchemeParams]
+) -> dict[str, Scheme]:
     """The registry: each scheme's draw joined by name to its parameters and bias."""
     joined(draws, params, "an init registry")
     return {
