@@ -18,6 +18,7 @@ from gradflow.reporting.activation_plots import (
     activation_grid_figure,
     derivative_overlay_figure,
 )
+from gradflow.rules.nn import ACTIVATION_PARAMS
 from tests.helpers import REPO_ROOT
 
 
@@ -43,9 +44,11 @@ def test_script_writes_grid_and_overlay_covering_the_registry(
 
 
 def test_figures_follow_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A new registry entry appears in both figures without touching the plotting code.
+    # A new registry entry (both halves: what torch builds, what a config may say) appears
+    # in both figures without touching the plotting code.
     extra = ActivationInfo("hardtanh_test", nn.Hardtanh, "two_sided", "tanh", "xavier_uniform")
     monkeypatch.setitem(ACTIVATIONS, extra.name, extra)
+    monkeypatch.setitem(ACTIVATION_PARAMS, extra.name, {})
     curves = [activation_curve(name, (-3.0, 3.0), points=61) for name in ACTIVATIONS]
     assert _titles(activation_grid_figure(curves)) == list(ACTIVATIONS)
     overlay = derivative_overlay_figure(curves)

@@ -85,3 +85,10 @@ def finite(key: str, value: Any, what: str = "") -> float:
     if is_number(value):
         return value
     raise ConfigError(key, value, f"use a finite number{_note(what)}")
+
+
+def joined(torch_half: Iterable[str], names: Iterable[str], what: str) -> None:
+    """Fail at import when a registry's two halves list different names: what torch builds
+    (`gradflow.nn`, `gradflow.data`) and what a config may say (`gradflow.rules`)."""
+    if list(torch_half) != list(names):
+        raise RuntimeError(f"{what}: {list(torch_half)} are built, {list(names)} are allowed")

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 
 from gradflow.checks import one_of
 from gradflow.errors import ConfigError
+from gradflow.rules.data import PER_CLASS, TASK_NAMES
 
-TASK_NAMES = ("multiclass", "binary", "one_vs_rest", "regression")
-# The tasks whose output layer has one unit per class.
-PER_CLASS = ("multiclass", "one_vs_rest")
+# The task names (and PER_CLASS, the tasks with an output unit per class) live without torch
+# in `gradflow.rules.data`, where the data modules' rules check a config's `task`.
 
 
 @dataclass(frozen=True)

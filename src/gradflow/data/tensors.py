@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from gradflow.checks import whole
 from gradflow.errors import ConfigError
+from gradflow.rules.data import data_module_rules
 from gradflow.tasks import Task, make_task
 
 log = logging.getLogger(__name__)
@@ -131,9 +132,11 @@ class TensorDataModule(L.LightningDataModule):
         preload: bool = True,
     ) -> None:
         super().__init__()
-        self.batch_size = whole("batch_size", batch_size)
-        self.val_batch_size = whole("val_batch_size", val_batch_size)
-        self.shuffle_seed = whole("shuffle_seed", shuffle_seed, minimum=0)
+        data_module_rules(
+            batch_size=batch_size, shuffle_seed=shuffle_seed, val_batch_size=val_batch_size
+        )
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size
+        self.shuffle_seed = shuffle_seed
         self.drop_last, self.preload = drop_last, preload
         self.train_data: Split | None = None
         self.val_data: Split | None = None

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from gradflow.checks import number, one_of, whole
 from gradflow.data.tensors import Split, TensorDataModule
+from gradflow.rules.data import xor_rules
 
 XOR_INPUTS = [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
 XOR_LABELS = [0, 1, 1, 0]
@@ -36,10 +36,9 @@ class XORDataModule(TensorDataModule):
         task: str = "multiclass",
     ) -> None:
         super().__init__(batch_size, len(XOR_LABELS), shuffle_seed)
-        self.task_name = one_of("task", task, ("multiclass", "binary"))
-        self.copies = whole("copies", copies)
-        self.noise = number("noise", noise, what="the jitter's standard deviation", or_equal=True)
-        self.subsample_seed = whole("subsample_seed", subsample_seed, minimum=0)
+        xor_rules(task=task, copies=copies, noise=noise, subsample_seed=subsample_seed)
+        self.task_name, self.copies, self.noise = task, copies, noise
+        self.subsample_seed = subsample_seed
 
     def load(self) -> tuple[Split, Split]:
         x, y = torch.tensor(XOR_INPUTS), torch.tensor(XOR_LABELS)

@@ -36,7 +36,6 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from gradflow.checks import whole
 from gradflow.diagnostics.common import (
     epoch_due,
     epoch_end_step,
@@ -52,12 +51,12 @@ from gradflow.diagnostics.probe import (
     DEFAULT_TASK,
     ProbeCapture,
     capture_probe,
-    check_probe_size,
     probe_batch,
 )
 from gradflow.diagnostics.stats import norms, rms, saturation_stats, spread, unit_percentiles
 from gradflow.names import GRAD_NORM, GRAD_NORM_BIAS, PREACT_PERCENTILES, percentile_tag
 from gradflow.nn.models import TrackedModel
+from gradflow.rules.diagnostics import activation_monitor_rules
 
 Stats = dict[str, Any]
 
@@ -138,15 +137,18 @@ class ActivationMonitor(L.Callback):
         percentile_units: int = 0,
         percentile_seed: int = 0,
     ) -> None:
-        self.probe_size = check_probe_size(probe_size)
-        self.every_n_epochs = whole("every_n_epochs", every_n_epochs, minimum=0)
-        self.histograms = histograms
-        self.figures_every_n_epochs = whole(
-            "figures_every_n_epochs", figures_every_n_epochs, minimum=0
+        activation_monitor_rules(
+            probe_size=probe_size,
+            every_n_epochs=every_n_epochs,
+            figures_every_n_epochs=figures_every_n_epochs,
+            percentile_units=percentile_units,
+            percentile_seed=percentile_seed,
         )
+        self.probe_size, self.every_n_epochs = probe_size, every_n_epochs
+        self.histograms = histograms
+        self.figures_every_n_epochs = figures_every_n_epochs
         self.backprop_signal = backprop_signal
-        self.percentile_units = whole("percentile_units", percentile_units, minimum=0)
-        self.percentile_seed = whole("percentile_seed", percentile_seed, minimum=0)
+        self.percentile_units, self.percentile_seed = percentile_units, percentile_seed
         self._units: dict[str, list[int]] = {}
         self.first_probe: Stats | None = None  # {"step": int, tag: value, ...}
         self.last_probe: Stats | None = None

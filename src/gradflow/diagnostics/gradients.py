@@ -42,7 +42,6 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from gradflow.checks import whole
 from gradflow.diagnostics.common import (
     epoch_due,
     epoch_end_step,
@@ -56,6 +55,7 @@ from gradflow.diagnostics.figures import GradNormChart
 from gradflow.diagnostics.stats import norms
 from gradflow.errors import DivergedError
 from gradflow.names import FIRST_LAST_RATIO, GRAD_NORM, GRAD_NORM_BIAS
+from gradflow.rules.diagnostics import gradient_monitor_rules
 
 Row = dict[str, Any]
 
@@ -78,15 +78,14 @@ class GradientMonitor(L.Callback):
         histogram_every_n_epochs: int = 1,
         figures_every_n_epochs: int = 5,
     ) -> None:
-        if log_every_n_steps is not None:
-            whole("log_every_n_steps", log_every_n_steps, minimum=0, null="for the Trainer's")
+        gradient_monitor_rules(
+            log_every_n_steps=log_every_n_steps,
+            histogram_every_n_epochs=histogram_every_n_epochs,
+            figures_every_n_epochs=figures_every_n_epochs,
+        )
         self.log_every_n_steps = log_every_n_steps
-        self.histogram_every_n_epochs = whole(
-            "histogram_every_n_epochs", histogram_every_n_epochs, minimum=0
-        )
-        self.figures_every_n_epochs = whole(
-            "figures_every_n_epochs", figures_every_n_epochs, minimum=0
-        )
+        self.histogram_every_n_epochs = histogram_every_n_epochs
+        self.figures_every_n_epochs = figures_every_n_epochs
         self.first_row: Row | None = None  # the first logged step's norms (summary.json)
         self.last_row: Row | None = None
         self.diverged_at_step: int | None = None

@@ -16,7 +16,6 @@ import lightning as L
 import torch
 from torch import nn
 
-from gradflow.checks import whole
 from gradflow.nn.models import TrackedModel
 from gradflow.tasks import Task
 
@@ -40,11 +39,6 @@ class ProbeCapture:
     bn_out: dict[str, torch.Tensor] = field(default_factory=dict)
     res_skip: dict[str, torch.Tensor] = field(default_factory=dict)
     res_branch: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-def check_probe_size(n: int) -> int:
-    """The probe batch's size: two samples at least, as a standard deviation needs."""
-    return whole("probe_size", n, minimum=2, what="samples in the probe batch")
 
 
 def probe_batch(

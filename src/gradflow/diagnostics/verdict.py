@@ -81,11 +81,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from gradflow.checks import check_params, number, whole
 from gradflow.names import END, INITIALISATION, TRAINING
+from gradflow.rules.diagnostics import VerdictThresholds
 
 LABELS = ("healthy", "vanishing", "exploding", "saturated", "dead_units", "slow")
 # How the console and TensorBoard text say each phase (the end's is the caller's: "at the
@@ -93,41 +93,11 @@ LABELS = ("healthy", "vanishing", "exploding", "saturated", "dead_units", "slow"
 PHASE_WORDS = {INITIALISATION: "at initialisation", TRAINING: "during training"}
 # Judged on the outcome only: every net is far from fitted in its first epochs.
 OUTCOME_LABELS = ("slow",)
-_WHOLE_THRESHOLDS = ("dead_min_units",)
 _LAYERS_SHOWN = 6  # a reason names this many layers, then counts the rest
 
 
-@dataclass(frozen=True)
-class VerdictThresholds:
-    """The numbers that separate the verdict's labels (see the module docstring)."""
-
-    vanishing_ratio: float = 5e-2
-    vanishing_max_norm: float = 1e-1
-    unfitted_loss_fraction: float = 0.5
-    exploding_ratio: float = 1e2
-    exploding_total_norm: float = 1e3
-    saturated_fraction: float = 0.5
-    saturated_layer_share: float = 0.5
-    dead_fraction: float = 0.5
-    dead_min_units: int = 2
-    slow_min_gain: float = 0.05
-    slow_loss_fraction: float = 0.65
-
-    @classmethod
-    def from_config(cls, values: Mapping[str, Any] | VerdictThresholds | None) -> VerdictThresholds:
-        """These defaults with some replaced (a mapping, e.g. from Hydra); each must be a
-        threshold's name and a number > 0, a whole one for a count (a ConfigError names the
-        key otherwise)."""
-        if isinstance(values, VerdictThresholds):
-            return values
-        check_params(values or {}, [f.name for f in fields(cls)], "the verdict", "thresholds.")
-        checked = {}
-        for key, value in (values or {}).items():
-            if key in _WHOLE_THRESHOLDS:
-                checked[key] = whole(f"thresholds.{key}", value, minimum=1)
-            else:
-                checked[key] = float(number(f"thresholds.{key}", value))
-        return cls(**checked)
+# VerdictThresholds (the numbers above, their defaults and the rule for a config's overrides)
+# lives in `gradflow.rules.diagnostics`, so a bad threshold fails before torch loads.
 
 
 def _finite(value: float | None) -> bool:

@@ -37,6 +37,7 @@ from gradflow.diagnostics.verdict import (
     timeline_sentence,
 )
 from gradflow.names import END, VAL_ACC_BEST, VAL_LOSS
+from gradflow.rules.diagnostics import verdict_monitor_rules
 
 Record = dict[str, Any]
 
@@ -56,7 +57,7 @@ class VerdictMonitor(L.Callback):
     """
 
     def __init__(self, thresholds: Mapping[str, Any] | VerdictThresholds | None = None) -> None:
-        self.thresholds = VerdictThresholds.from_config(thresholds)
+        self.thresholds = verdict_monitor_rules(thresholds=thresholds)
         self.verdict: Verdict | None = None
         # Each finished epoch's verdict record (`epoch`, `step`, `steps_taken`, labels, ...).
         self.epochs: list[Record] = []

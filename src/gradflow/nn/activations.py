@@ -1,5 +1,8 @@
 """The activation registry: one source of truth for every activation gradflow knows.
 
+Its names and parameters (what a config may say) live in `gradflow.rules.nn`, without
+torch, so a bad value fails before torch loads; this half adds what torch builds.
+
 Models build their nonlinearities from it, the diagnostics read each activation's
 maximum slope from it (saturation is |f'(z)| < 0.1 * max|f'|), the init schemes read
 the matching Kaiming nonlinearity, and the plots draw f and f' from it.
@@ -9,14 +12,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from gradflow.checks import check_params, one_of
+from gradflow.checks import joined
+from gradflow.rules.nn import ACTIVATION_PARAMS, activation_name, activation_params, split_spec
 
 # How an activation flattens: on both sides (sigmoid, tanh: a unit can be stuck high
 # or low), on one side (ReLU family: a flat unit is merely inactive), or never.
@@ -39,22 +43,18 @@ class ActivationInfo:
 
 
 def _register(*infos: ActivationInfo) -> dict[str, ActivationInfo]:
-    return {info.name: info for info in infos}
+    """The registry, each activation's parameters and defaults from `ACTIVATION_PARAMS`."""
+    registry = {info.name: replace(info, defaults=ACTIVATION_PARAMS[info.name]) for info in infos}
+    joined(registry, ACTIVATION_PARAMS, "the activation registry")
+    return registry
 
 
 ACTIVATIONS: dict[str, ActivationInfo] = _register(
     ActivationInfo("sigmoid", nn.Sigmoid, "two_sided", "sigmoid", "xavier_uniform"),
     ActivationInfo("tanh", nn.Tanh, "two_sided", "tanh", "xavier_uniform"),
     ActivationInfo("relu", nn.ReLU, "one_sided", "relu", "kaiming_normal"),
-    ActivationInfo(
-        "leaky_relu",
-        nn.LeakyReLU,
-        "one_sided",
-        "leaky_relu",
-        "kaiming_normal",
-        {"negative_slope": 0.01},
-    ),
-    ActivationInfo("elu", nn.ELU, "one_sided", "relu", "kaiming_normal", {"alpha": 1.0}),
+    ActivationInfo("leaky_relu", nn.LeakyReLU, "one_sided", "leaky_relu", "kaiming_normal"),
+    ActivationInfo("elu", nn.ELU, "one_sided", "relu", "kaiming_normal"),
     ActivationInfo("selu", nn.SELU, "one_sided", "linear", "lecun_normal"),
     ActivationInfo("gelu", nn.GELU, "one_sided", "relu", "kaiming_normal"),
     ActivationInfo("silu", nn.SiLU, "one_sided", "relu", "kaiming_normal"),
@@ -63,32 +63,9 @@ ACTIVATIONS: dict[str, ActivationInfo] = _register(
 )
 
 
-def split_spec(spec: str | Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """A registry spec, `name` or `{name: ..., **params}`, as (name, params)."""
-    if isinstance(spec, str):
-        return spec, {}
-    params = dict(spec)
-    return params.pop("name", None), params
-
-
-def spec_label(name: str, params: Mapping[str, Any]) -> str:
-    """A registry spec as text, every given parameter shown: `normal:std=1`, `tanh`."""
-    shown = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()]
-    return ":".join([name, *shown])
-
-
 def get_activation_info(spec: str | Mapping[str, Any]) -> ActivationInfo:
     """Look up an activation by name (or by a `{name: ..., **params}` mapping)."""
-    name, _ = split_spec(spec)
-    return ACTIVATIONS[one_of("name", name, ACTIVATIONS)]
-
-
-def activation_params(spec: str | Mapping[str, Any]) -> dict[str, Any]:
-    """The activation's parameters, defaults filled in (e.g. leaky_relu's slope)."""
-    name, params = split_spec(spec)
-    info = get_activation_info(name)
-    check_params(params, info.defaults, f"the {name!r} activation")
-    return {**info.defaults, **params}
+    return ACTIVATIONS[activation_name(spec)]
 
 
 def build_activation(spec: str | Mapping[str, Any]) -> nn.Module:

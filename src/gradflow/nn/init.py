@@ -26,22 +26,45 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradflow.checks import check_params, finite, number, one_of
-from gradflow.nn.activations import ActivationInfo, activation_params, spec_label, split_spec
+from gradflow.checks import joined
+from gradflow.nn.activations import ActivationInfo
+from gradflow.rules.nn import (
+    BIAS,
+    BIAS_SCHEME_PARAMS,
+    DISTRIBUTION_NAMES,
+    FAN_NAMES,
+    MATCHED,
+    WEIGHT_SCHEMES,
+    SchemeParams,
+    activation_params,
+    bias_params,
+    init_label,  # noqa: F401 - its callers import it from here too
+    init_params,
+    split_spec,
+)
 
 InitSpec = str | Mapping[str, Any]
-BIAS = "bias"  # the key of a weight spec that holds the bias spec
-MATCHED = "matched"
 
 
 @dataclass(frozen=True)
 class Scheme:
     """A registry entry: the function that draws the values, its parameters with their
-    defaults, and (weight schemes) the bias scheme used when the spec names none."""
+    defaults, and (weight schemes) the bias scheme used when the spec names none (the last
+    two from `gradflow.rules.nn`, where a config's values are checked without torch)."""
 
     draw: Callable[..., None]
     defaults: Mapping[str, Any] = field(default_factory=dict)
     bias: str = "zeros"
+
+
+def _schemes(
+    draws: Mapping[str, Callable[..., None]], params: Mapping[str, SchemeParams]
+) -> dict[str, Scheme]:
+    """The registry: each scheme's draw joined by name to its parameters and bias."""
+    joined(draws, params, "an init registry")
+    return {
+        name: Scheme(draw, params[name].defaults, params[name].bias) for name, draw in draws.items()
+    }
 
 
 # --- weights: draw(layer, kaiming nonlinearity, its slope, params) ---
@@ -112,6 +135,8 @@ FANS: dict[str, Callable[[nn.Linear], float]] = {
     "fan_out": lambda layer: layer.out_features,
     "fan_avg": lambda layer: (layer.in_features + layer.out_features) / 2,
 }
+joined(DISTRIBUTIONS, DISTRIBUTION_NAMES, "variance_scaling's distributions")
+joined(FANS, FAN_NAMES, "variance_scaling's modes")
 
 
 def _variance_scaling(layer: nn.Linear, _n: str, _s: float, params: dict[str, Any]) -> None:
@@ -119,33 +144,24 @@ def _variance_scaling(layer: nn.Linear, _n: str, _s: float, params: dict[str, An
     DISTRIBUTIONS[params["distribution"]](layer.weight, std)
 
 
-INIT_SCHEMES: dict[str, Scheme] = {
-    "default": Scheme(_pytorch_uniform, bias="default"),
-    # Glorot & Bengio 2010's "standard" init, eq. 1: U(±1/sqrt(fan_in)), variance 1/(3 fan_in).
-    "glorot_standard": Scheme(_pytorch_uniform),
-    "xavier_uniform": Scheme(_xavier_uniform),
-    "xavier_normal": Scheme(_xavier_normal),
-    "kaiming_uniform": Scheme(_kaiming_uniform),
-    "kaiming_normal": Scheme(_kaiming_normal),
-    "lecun_normal": Scheme(_lecun_normal),
-    "lecun_uniform": Scheme(_lecun_uniform),
-    "normal": Scheme(_normal, {"std": 1.0}),
-    "orthogonal": Scheme(_orthogonal, {"gain": 1.0}),
-    "variance_scaling": Scheme(
-        _variance_scaling, {"sigma_w2": 1.0, "distribution": "normal", "mode": "fan_in"}
-    ),
-}
-# Other names for a scheme above, resolved before anything else reads the spec.
-ALIASES = {"glorot_normalized": "xavier_uniform"}  # Glorot & Bengio 2010's eq. 16
-
-# What each weight parameter may be, for the one-sentence errors.
-WEIGHT_RULES: dict[str, Callable[[str, Any], Any]] = {
-    "std": lambda key, value: number(key, value, what="the weights' standard deviation"),
-    "gain": lambda key, value: number(key, value, what="the weights' scale"),
-    "sigma_w2": lambda key, value: number(key, value, what="the weights' variance times the fan"),
-    "distribution": lambda key, value: one_of(key, value, DISTRIBUTIONS),
-    "mode": lambda key, value: one_of(key, value, FANS),
-}
+INIT_SCHEMES: dict[str, Scheme] = _schemes(
+    {
+        "default": _pytorch_uniform,
+        # Glorot & Bengio 2010's "standard" init, eq. 1: U(±1/sqrt(fan_in)), variance
+        # 1/(3 fan_in).
+        "glorot_standard": _pytorch_uniform,
+        "xavier_uniform": _xavier_uniform,
+        "xavier_normal": _xavier_normal,
+        "kaiming_uniform": _kaiming_uniform,
+        "kaiming_normal": _kaiming_normal,
+        "lecun_normal": _lecun_normal,
+        "lecun_uniform": _lecun_uniform,
+        "normal": _normal,
+        "orthogonal": _orthogonal,
+        "variance_scaling": _variance_scaling,
+    },
+    WEIGHT_SCHEMES,
+)
 
 
 # --- biases: draw(bias, fan_in, params) ---
@@ -156,40 +172,18 @@ def _pytorch_bias(bias: torch.Tensor, fan_in: int, _: Any) -> None:
     nn.init.uniform_(bias, -bound, bound)
 
 
-BIAS_SCHEMES: dict[str, Scheme] = {
-    "zeros": Scheme(lambda bias, *_: nn.init.zeros_(bias)),
-    "default": Scheme(_pytorch_bias),
-    # cs231n's "small constant such as 0.01", so every ReLU unit starts active.
-    "constant": Scheme(lambda bias, _, p: nn.init.constant_(bias, p["value"]), {"value": 0.01}),
-    # N(0, 1) is Nielsen's (ch. 5); mean-field papers' sigma_b^2 = 0.05 is std 0.2236.
-    "normal": Scheme(lambda bias, _, p: nn.init.normal_(bias, std=p["std"]), {"std": 1.0}),
-    "uniform": Scheme(
-        lambda bias, _, p: nn.init.uniform_(bias, -p["bound"], p["bound"]), {"bound": 1.0}
-    ),
-}
-
-BIAS_RULES: dict[str, Callable[[str, Any], Any]] = {
-    "value": lambda key, value: finite(key, value, what="the biases' value"),
-    "std": lambda key, value: number(key, value, what="the biases' standard deviation"),
-    "bound": lambda key, value: number(key, value, what="the biases' bound, U(-bound, bound)"),
-}
-
-
-def _checked(
-    name: str,
-    params: dict[str, Any],
-    registry: Mapping[str, Scheme],
-    rules: Mapping[str, Callable[[str, Any], Any]],
-    owner: str,
-    prefix: str = "",
-) -> dict[str, Any]:
-    """The parameters with the scheme's defaults filled in, each known and allowed."""
-    defaults = registry[name].defaults
-    check_params(params, defaults, owner, prefix)
-    merged = {**defaults, **params}
-    for key, value in merged.items():
-        rules[key](prefix + key, value)
-    return merged
+BIAS_SCHEMES: dict[str, Scheme] = _schemes(
+    {
+        "zeros": lambda bias, *_: nn.init.zeros_(bias),
+        "default": _pytorch_bias,
+        # cs231n's "small constant such as 0.01", so every ReLU unit starts active.
+        "constant": lambda bias, _, p: nn.init.constant_(bias, p["value"]),
+        # N(0, 1) is Nielsen's (ch. 5); mean-field papers' sigma_b^2 = 0.05 is std 0.2236.
+        "normal": lambda bias, _, p: nn.init.normal_(bias, std=p["std"]),
+        "uniform": lambda bias, _, p: nn.init.uniform_(bias, -p["bound"], p["bound"]),
+    },
+    BIAS_SCHEME_PARAMS,
+)
 
 
 def resolve_matched_init(spec: InitSpec, activation: ActivationInfo) -> InitSpec:
@@ -201,54 +195,6 @@ def resolve_matched_init(spec: InitSpec, activation: ActivationInfo) -> InitSpec
     if BIAS in params:
         return {"name": activation.recommended_init, BIAS: params[BIAS]}
     return activation.recommended_init
-
-
-def init_params(spec: InitSpec) -> tuple[str, dict[str, Any]]:
-    """The weight scheme's name (an alias resolved) and parameters, defaults filled in;
-    checks the whole spec, the bias too."""
-    name, params = split_spec(spec)
-    params.pop(BIAS, None)
-    one_of("name", name, [*INIT_SCHEMES, *ALIASES, MATCHED])
-    name = ALIASES.get(name, name)
-    bias_params(spec)
-    if name == MATCHED:  # resolved against the activation by the model
-        check_params(params, {}, f"the {name!r} init")
-        return name, {}
-    return name, _checked(name, params, INIT_SCHEMES, WEIGHT_RULES, f"the {name!r} init")
-
-
-def _own_bias(name: str) -> str:
-    """The bias scheme a weight scheme brings; `matched` becomes a scheme that brings zeros."""
-    scheme = INIT_SCHEMES.get(ALIASES.get(name, name))
-    return scheme.bias if scheme is not None else "zeros"
-
-
-def bias_params(spec: InitSpec) -> tuple[str, dict[str, Any]]:
-    """The bias scheme's name and parameters, defaults filled in: the spec's `bias`, else
-    its weight scheme's own (zeros for all but `default`)."""
-    name, params = split_spec(spec)
-    bias = params.get(BIAS)
-    if bias is None:
-        return _own_bias(name), {}
-    if isinstance(bias, Mapping):
-        bias_name, given = split_spec(bias)
-        one_of(f"{BIAS}.name", bias_name, BIAS_SCHEMES)
-    else:
-        bias_name, given = one_of(BIAS, bias, BIAS_SCHEMES), {}
-    owner = f"the {bias_name!r} bias init"
-    return bias_name, _checked(bias_name, given, BIAS_SCHEMES, BIAS_RULES, owner, f"{BIAS}.")
-
-
-def init_label(spec: InitSpec) -> str:
-    """The init as text, every parameter shown: `normal:std=1`, and the bias when it is not
-    the scheme's own: `variance_scaling:sigma_w2=2:distribution=normal:mode=fan_in, bias
-    normal:std=0.2`."""
-    name, params = init_params(spec)
-    label = spec_label(name, params)
-    bias_name, bias = bias_params(spec)
-    if (bias_name, bias) != (_own_bias(name), {}):
-        label += f", bias {spec_label(bias_name, bias)}"
-    return label
 
 
 def init_linear(

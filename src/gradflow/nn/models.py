@@ -9,48 +9,31 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, get_args
+from typing import Any
 
 import torch
 from torch import nn
 
-from gradflow.checks import is_whole, number, one_of, whole
-from gradflow.errors import ConfigError
+from gradflow.checks import whole
 from gradflow.nn.activations import build_activation, get_activation_info
 from gradflow.nn.init import init_linear, init_params, resolve_matched_init
+from gradflow.rules.nn import (
+    BlockForm,
+    BNPosition,
+    BranchInit,
+    bn_mlp_rules,
+    mlp_rules,
+    res_mlp_rules,
+)
 
+# The families' value rules and options live in `gradflow.rules.nn`, without torch: each
+# constructor calls its rule, and `gradflow.rules.check` calls it on a composed config.
 ActivationSpec = str | Mapping[str, Any]
-BNPosition = Literal["before", "after"]
-BN_POSITIONS = get_args(BNPosition)
-BlockForm = Literal["post", "identity", "preact"]
-BLOCK_FORMS = get_args(BlockForm)
-# default: the branch's Linear layers are initialised by `init` like every other layer;
-# zero: its last Linear's weight and bias are zeros (Fixup, SkipInit); rezero: a scalar gate
-# alpha = 0 multiplies the branch (ReZero). With zero or rezero every block starts as the
-# identity (or act of it, for `post`), whatever the depth.
-BranchInit = Literal["default", "zero", "rezero"]
-BRANCH_INITS = get_args(BranchInit)
 
 
 def layer_name(index: int) -> str:
     """The one spelling of a tracked layer's name: 1-based, two digits."""
     return f"layer_{index:02d}"
-
-
-def resolve_hidden_sizes(
-    depth: int | None, width: int | None, hidden_sizes: Sequence[int] | None
-) -> list[int]:
-    """`hidden_sizes` wins when given; otherwise `depth` layers of `width` units."""
-    if hidden_sizes is not None:
-        listed = isinstance(hidden_sizes, Sequence) and not isinstance(hidden_sizes, str)
-        sizes = list(hidden_sizes) if listed else []
-        if not sizes or not all(is_whole(s) and s >= 1 for s in sizes):
-            raise ConfigError(
-                "hidden_sizes", hidden_sizes, "use a non-empty list of whole numbers >= 1"
-            )
-        return sizes
-    depth = whole("depth", depth, what="the number of hidden layers")
-    return [whole("width", width, what="units per hidden layer")] * depth
 
 
 class HiddenLayer(nn.Module):
@@ -208,7 +191,7 @@ class MLP(TrackedModel):
         num_classes: int = 10,
     ) -> None:
         super().__init__(activation, init, in_features, num_classes)
-        sizes = resolve_hidden_sizes(depth, width, hidden_sizes)
+        sizes = mlp_rules(depth=depth, width=width, hidden_sizes=hidden_sizes)
         fan_ins = [in_features, *sizes[:-1]]
         self.hidden = nn.ModuleList(
             self._hidden_layer(n_in, n_out) for n_in, n_out in zip(fan_ins, sizes, strict=True)
@@ -252,9 +235,8 @@ class BNMLP(MLP):
         bn_momentum: float = 0.1,
         bn_eps: float = 1e-5,
     ) -> None:
-        self.bn_position = one_of("bn_position", bn_position, BN_POSITIONS)
-        self.bn_momentum = number("bn_momentum", bn_momentum)
-        self.bn_eps = number("bn_eps", bn_eps)
+        bn_mlp_rules(bn_position=bn_position, bn_momentum=bn_momentum, bn_eps=bn_eps)
+        self.bn_position, self.bn_momentum, self.bn_eps = bn_position, bn_momentum, bn_eps
         super().__init__(activation, init, depth, width, hidden_sizes, in_features, num_classes)
 
     def _hidden_layer(self, n_in: int, n_out: int) -> HiddenLayer:
@@ -291,30 +273,16 @@ class ResMLP(TrackedModel):
         branch_init: BranchInit = "default",
     ) -> None:
         super().__init__(activation, init, in_features, num_classes)
-        self.block = one_of("block", block, BLOCK_FORMS)
-        self.branch_init = one_of("branch_init", branch_init, BRANCH_INITS)
-        if block == "identity" and branch_init == "zero":
-            # Measured at depth 51 (relu, He): every branch still had zero gradient after 3
-            # epochs, the net a 2-layer one (val acc 0.80, verdict dead_units).
-            raise ConfigError(
-                "branch_init",
-                branch_init,
-                "with block=identity a zero branch passes through act, whose slope at 0 "
-                "(relu's: 0) or value (sigmoid's: 0.5) spoils it; use branch_init=rezero or "
-                "block=preact or post",
-            )
-        sizes = resolve_hidden_sizes(depth, width, hidden_sizes)
+        sizes = res_mlp_rules(
+            depth=depth,
+            width=width,
+            hidden_sizes=hidden_sizes,
+            block=block,
+            branch_init=branch_init,
+        )
+        self.block, self.branch_init = block, branch_init
         width_, n = sizes[0], len(sizes)
         inner_at = range(1, n - 1, 2)  # two-layer blocks' inner widths; an even n leaves one
-        returns = [i + 1 for i in inner_at] + ([n - 1] if n % 2 == 0 else [])
-        if any(sizes[i] != width_ for i in returns):
-            key, value = ("depth", depth) if hidden_sizes is None else ("hidden_sizes", sizes)
-            raise ConfigError(
-                key,
-                value,
-                f"res_mlp's hidden layers must return to the width {width_} after every block "
-                "([width, inner, width, inner, width, ...])",
-            )
         inner_widths: list[int | None] = [sizes[i] for i in inner_at]
         if n % 2 == 0:
             inner_widths.append(None)  # the trailing one-layer block

@@ -29,13 +29,9 @@ from torch.utils.tensorboard.writer import FileWriter
 
 from gradflow.config import override_key
 from gradflow.names import HPARAMS_METRICS
-from gradflow.nn.activations import (
-    activation_params,
-    get_activation_info,
-    spec_label,
-    split_spec,
-)
-from gradflow.nn.init import init_label, resolve_matched_init
+from gradflow.nn.activations import get_activation_info
+from gradflow.nn.init import resolve_matched_init
+from gradflow.rules.nn import activation_params, init_label, spec_label, split_spec
 
 # Results that are columns of the table rather than metric tags.
 VERDICT, GRAD_RATIO_STEP0 = "verdict", "grad_ratio_step0"

@@ -1,35 +1,35 @@
 """The checks no constructor of gradflow's can make, run on the composed config first.
 
-Every value rule of gradflow's own classes lives in their constructors (`gradflow.checks`);
-Hydra rejects an unknown group option (`activation=sigmoidd`) or key (`model.depthh=3`)
-itself. What is left is checked here, each in one sentence (`ConfigError`):
+Every value rule of gradflow's own classes is a torch-free function in `gradflow.rules`,
+called by their constructors (and by `scripts/train.py` before torch loads); Hydra rejects
+an unknown group option (`activation=sigmoidd`) or key (`model.depthh=3`) itself. What is
+left is checked here, each in one sentence (`ConfigError`):
 
 - what spans a node: each `_target_` names a class of the kind its group needs, and every
-  key of the node is one of its parameters (Hydra would pass them all);
-- third-party constructors (torch's optimizers, Lightning's Trainer): the values gradflow
-  relies on;
-- the machine and the disk: the accelerator asked for is there, the run or checkpoint to
-  continue from exists.
+  key of the node is one of its parameters (Hydra would pass them all): this needs the
+  class imported;
+- the machine: the accelerator asked for is there;
+- the values gradflow relies on from third-party constructors (torch's optimizers,
+  Lightning's Trainer) and the disk (the run or checkpoint to continue from exists): their
+  rules are in `gradflow.rules.training`, run here again for a run started in-process.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from gradflow.checks import number, one_of, whole
 from gradflow.config import config_dir
 from gradflow.data import TensorDataModule
 from gradflow.errors import ConfigError
 from gradflow.nn.models import TrackedModel
+from gradflow.rules.training import optimizer_values, paths_exist, trainer_values
 
 CUDA_ACCELERATORS = ("gpu", "cuda")
-CLIP_ALGORITHMS = ("norm", "value")
 # The kind of class each group's `_target_` must name, and how to say it.
 TARGET_KINDS = {
     "model": (TrackedModel, "a TrackedModel class"),
@@ -42,11 +42,10 @@ def check(cfg: DictConfig) -> None:
     """Raise ConfigError, in one sentence, on the first problem the constructors cannot see."""
     for group, (base, kind) in TARGET_KINDS.items():
         _check_node(group, cfg[group], base, kind)
-    optimizer = cfg.optimizer
-    if "lr" in optimizer:
-        number("optimizer.lr", optimizer.lr, what="the learning rate")
-    _check_trainer(cfg.trainer)
-    _check_paths(cfg)
+    optimizer_values(cfg.optimizer)
+    _check_accelerator(cfg.trainer)
+    trainer_values(cfg.trainer)
+    paths_exist(cfg)
 
 
 def group_options(group: str) -> str:
@@ -89,7 +88,7 @@ def _check_node(group: str, node: DictConfig, base: type, kind: str) -> None:
             )
 
 
-def _check_trainer(trainer: DictConfig) -> None:
+def _check_accelerator(trainer: DictConfig) -> None:
     accelerator = str(trainer.get("accelerator", "auto")).lower()
     if accelerator in CUDA_ACCELERATORS and not torch.cuda.is_available():
         raise ConfigError(
@@ -101,17 +100,3 @@ def _check_trainer(trainer: DictConfig) -> None:
         raise ConfigError(
             "trainer.accelerator", trainer.accelerator, "MPS is not available, use trainer=cpu"
         )
-    epochs = trainer.get("max_epochs")
-    if epochs is not None and epochs != -1:
-        whole("trainer.max_epochs", epochs, what="or -1 for no limit")
-    if trainer.get("gradient_clip_val") is not None:
-        number("trainer.gradient_clip_val", trainer.gradient_clip_val, null="for no clipping")
-    if trainer.get("gradient_clip_algorithm") is not None:
-        one_of("trainer.gradient_clip_algorithm", trainer.gradient_clip_algorithm, CLIP_ALGORITHMS)
-
-
-def _check_paths(cfg: DictConfig) -> None:
-    if cfg.get("resume") is not None and not Path(cfg.resume).is_dir():
-        raise ConfigError("resume", cfg.resume, "it is not a run (or sweep) directory that exists")
-    if cfg.get("ckpt_path") is not None and not Path(cfg.ckpt_path).is_file():
-        raise ConfigError("ckpt_path", cfg.ckpt_path, "it is not a checkpoint file that exists")

@@ -18,11 +18,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from gradflow.diagnostics import capture_probe, probe_statistics
-from gradflow.diagnostics.probe import check_probe_size
 from gradflow.diagnostics.stats import weight_variances
 from gradflow.names import PROBE_COLUMNS, PROBE_JOB_FILE, PROBE_STATISTICS
-from gradflow.nn.activations import activation_params, spec_label, split_spec
-from gradflow.nn.init import init_label
+from gradflow.rules.diagnostics import check_probe_size
+from gradflow.rules.nn import activation_params, init_label, spec_label, split_spec
 from gradflow.training.run import build_network, output_dir, seed_and_threads
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
-import shutil
 import signal
 import sys
 import threading
@@ -21,14 +19,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from gradflow.checks import whole
 from gradflow.config import override_key
 from gradflow.data import TensorDataModule
 from gradflow.errors import ConfigError, GradflowError, gradflow_cause
-from gradflow.names import COMPLETED, FAILED, HYDRA_DIR, INTERRUPTED, TERMINATED
-from gradflow.nn.activations import activation_params
-from gradflow.nn.init import init_params
+from gradflow.names import COMPLETED, FAILED, INTERRUPTED, TERMINATED
 from gradflow.nn.models import TrackedModel
+from gradflow.rules import training as rules
+from gradflow.rules.nn import activation_params, init_params
 from gradflow.training import console, preflight
 from gradflow.training.module import TaskModule
 from gradflow.training.resume import (
@@ -40,7 +37,7 @@ from gradflow.training.resume import (
     resume_point,
 )
 from gradflow.training.summary import RunSummary, format_summary, objective
-from gradflow.training.sweep import record_rejection
+from gradflow.training.sweep import discard_run_dir, reject_job
 
 log = logging.getLogger(__name__)
 # Why a run stopped when it was stopped from outside.
@@ -139,12 +136,7 @@ def finish_job(cfg: DictConfig, outcome: dict[str, Any] | GradflowError) -> floa
     hydra_cfg = HydraConfig.get()
     is_sweep = hydra_cfg.mode.name == "MULTIRUN"
     if isinstance(outcome, GradflowError):  # a rejected config: one sentence, no run left
-        console.log.error(str(outcome))
-        if not is_sweep:
-            sys.exit(1)
-        run_name = Path(hydra_cfg.runtime.output_dir).name
-        record_rejection(Path(hydra_cfg.sweep.dir), run_name, str(outcome))
-        return math.nan
+        return reject_job(outcome)
     if outcome["status"] == FAILED and not is_sweep:
         console.log.error(outcome["error"])  # one sentence, no traceback (in train.log too)
         sys.exit(1)
@@ -156,22 +148,14 @@ def finish_job(cfg: DictConfig, outcome: dict[str, Any] | GradflowError) -> floa
     return objective(outcome)
 
 
-def discard_run_dir(run_dir: Path) -> None:
-    """Remove a run directory that holds only what Hydra writes when a job starts (its
-    `.hydra/` and log file): a rejected config's, which nothing should list."""
-    entries = list(run_dir.iterdir()) if run_dir.is_dir() else []
-    if all(p.name == HYDRA_DIR or p.suffix == ".log" for p in entries):
-        shutil.rmtree(run_dir, ignore_errors=True)
-
-
 # --------------------------------------------------------------------------- building
 
 
 def seed_and_threads(cfg: DictConfig) -> None:
     """torch's CPU threads (`torch_threads`, null: torch's default) and every RNG (`seed`)."""
-    if cfg.get("torch_threads") is not None:
-        torch.set_num_threads(whole("torch_threads", cfg.torch_threads, null="for torch's default"))
-    L.seed_everything(whole("seed", cfg.seed, minimum=0), workers=True, verbose=False)
+    if (threads := rules.torch_threads(cfg)) is not None:
+        torch.set_num_threads(threads)
+    L.seed_everything(rules.seed(cfg), workers=True, verbose=False)
 
 
 @contextmanager

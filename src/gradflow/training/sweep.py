@@ -10,14 +10,18 @@ compare.py's report into `<sweep dir>/report`, a TensorBoard run of its own, so
 from __future__ import annotations
 
 import json
+import math
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from gradflow.errors import GradflowError
 from gradflow.names import (
     FINISHED,
     HYDRA_DIR,
@@ -27,8 +31,28 @@ from gradflow.names import (
     SUMMARY_FILE,
     tensorboard_command,
 )
+from gradflow.training.console import log
 
 _last_report: dict[str, Any] = {}
+
+
+def discard_run_dir(run_dir: Path) -> None:
+    """Remove a run directory that holds only what Hydra writes when a job starts (its
+    `.hydra/` and log file): a rejected config's, which nothing should list."""
+    entries = list(run_dir.iterdir()) if run_dir.is_dir() else []
+    if all(p.name == HYDRA_DIR or p.suffix == ".log" for p in entries):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def reject_job(err: GradflowError) -> float:
+    """A job whose config was rejected before training: its one sentence; exit 1 for a
+    single run, and in a sweep a line of its rejected.jsonl and NaN for the sweeper."""
+    log.error(str(err))
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode.name != "MULTIRUN":
+        sys.exit(1)
+    record_rejection(Path(hydra_cfg.sweep.dir), Path(hydra_cfg.runtime.output_dir).name, str(err))
+    return math.nan
 
 
 def record_rejection(sweep_dir: Path, job: str, error: str) -> None:
