@@ -31,9 +31,9 @@ def trained(monkeypatch) -> list[list[Member]]:
     groups: list[list[Member]] = []
     train_population = population.train_population
 
-    def spy(members: list[Member]) -> list[dict]:
+    def spy(members: list[Member], torch_threads: int | None = None) -> list[dict]:
         groups.append(members)
-        return train_population(members)
+        return train_population(members, torch_threads)
 
     monkeypatch.setattr(population, "train_population", spy)
     return groups

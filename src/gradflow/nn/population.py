@@ -8,37 +8,39 @@ on its own batch.
 
 Each member is an ordinary TrackedModel built exactly as its separate run builds it (so
 its init is bit-identical by construction) and keeps its own nn.Parameters and BatchNorm
-buffers; the population holds them in a ModuleList. The forward stacks the members'
-weights along a member dimension inside the autograd graph (torch.stack) and runs each
-Linear layer as one torch.baddbmm, so backward hands each member's Parameter exactly its
-own gradient, and optimizers, callbacks and checkpoints keep working on the members:
+buffers, so optimizers, callbacks and checkpoints keep working on the members. `Stacks`
+lays each of them out as one slice of an (M, ...) tensor: member m's Parameter is set
+(`Tensor.set_`) to view slice m, so the members' values live in the stacked tensors and
+nothing is copied per step. The forward runs each Linear layer as one torch.baddbmm on the
+stacked weights, BatchNorm as one F.batch_norm over the members' channels side by side
+(updating the stacked running stats, which are the members' own), and the ReZero gates as
+one stacked tensor. Backward fills the stacked tensors' gradients, and a post-accumulate
+hook hands each member's Parameter its slice as its `.grad` (a view, added to one it
+already has), so each member gets exactly its own gradient:
 
-- Lightning: a LightningModule holds the Population (or its members), its training_step
-  gathers each member's batch into (M, B, ...), calls the population and returns the sum
-  of the members' mean losses (each member's gradient is that of its own loss);
+- Lightning: a LightningModule holds the members, its training_step gathers each
+  member's batch into (M, B, ...), calls the stacked forward and returns the sum of the
+  members' mean losses (each member's gradient is that of its own loss);
 - per-member learning rates: one torch optimizer with one param group per member
   (`[{"params": m.parameters(), "lr": lr_m} for m, lr_m in ...]`), the way torch itself
-  gives groups of parameters their own hyperparameters;
-- a member's checkpoint is its own `state_dict()`.
+  gives groups of parameters their own hyperparameters; its in-place updates of a
+  member's Parameter are updates of the stacked tensor;
+- a member's checkpoint is its own `state_dict()` (cloned: its tensors are views).
 
-Why stacked baddbmm rather than torch.func (stack_module_state + functional_call + vmap):
-stack_module_state copies the members' parameters into new leaf tensors, so the members'
-own Parameters would no longer be the ones trained (the optimizer, the callbacks and the
-checkpoints would have to be pointed at the copies and back), and BatchNorm's in-place
-running-stat updates under vmap need workarounds. Stacking inside forward keeps the
-members' Parameters the leaves, and BatchNorm is one F.batch_norm call over the members'
-channels laid side by side, its running stats written back to each member.
+Stacks are built once the members sit on their device: `Module.to` gives a Parameter new
+storage, so moving the members afterwards needs new Stacks.
+
+Why not torch.func (stack_module_state + functional_call + vmap): stack_module_state copies
+the members' parameters into new leaf tensors, so the members' own Parameters would no
+longer be the ones trained (the optimizer, the callbacks and the checkpoints would have to
+be pointed at the copies and back), and BatchNorm's in-place running-stat updates under
+vmap need workarounds.
 
 The stacked forward mirrors models.py's forwards (MLP, BNMLP, ResMLP with every block form
 and branch init); tests/test_population.py pins it to each member's own forward, gradient,
 BatchNorm state and SGD trajectory. Forward hooks on the members' modules do not fire
 here: diagnostics that hook a member (ActivationMonitor's probe) run the member's own
 forward.
-
-Measured (bench/bench_population.py, one CPU thread, the tutorial's 4x128 net): 0.7-0.85x
-the speed of M plain loops, the per-step stack of the weights being the difference; on a
-CPU a population pays off through what it runs once for M members (Lightning's per-step
-hooks, the process start-up), on a GPU also through M times fewer kernel launches.
 """
 
 from __future__ import annotations
@@ -98,132 +100,155 @@ def check_members(members: Sequence[nn.Module]) -> None:
                 )
 
 
+class Stacks:
+    """Every parameter and buffer of M same-shaped members as one (M, ...) tensor, each
+    member's own tensor set to view its slice (module docstring). `stacks[t]` is the
+    stacked tensor whose slice 0 is member 0's tensor `t`."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        self._by_first: dict[int, torch.Tensor] = {}
+        with torch.no_grad():
+            for named in zip(*(m.named_parameters() for m in members), strict=True):
+                params = [p for _, p in named]
+                stacked = torch.stack([p.detach() for p in params]).requires_grad_()
+                self._share(stacked, params)
+                stacked.register_post_accumulate_grad_hook(self._hand_out(params))
+            for named in zip(*(m.named_buffers() for m in members), strict=True):
+                buffers = [b for _, b in named]
+                self._share(torch.stack(buffers), buffers)
+
+    def _share(self, stacked: torch.Tensor, tensors: list[torch.Tensor]) -> None:
+        for i, tensor in enumerate(tensors):
+            tensor.set_(stacked.detach()[i])  # the member's own tensor, now a slice
+        self._by_first[id(tensors[0])] = stacked
+
+    @staticmethod
+    def _hand_out(params: list[nn.Parameter]):
+        """After backward: member m's `.grad` is slice m of the stacked gradient."""
+
+        def hook(stacked: torch.Tensor) -> None:
+            grad, stacked.grad = stacked.grad, None
+            for i, param in enumerate(params):
+                if param.grad is None:
+                    param.grad = grad[i]
+                else:  # accumulating over batches, as autograd would
+                    param.grad.add_(grad[i])
+
+        return hook
+
+    def __getitem__(self, first: torch.Tensor) -> torch.Tensor:
+        return self._by_first[id(first)]
+
+
 class Population(nn.Module):
-    """M members of one architecture run as one model; see the module docstring."""
+    """M members of one architecture run as one model; see the module docstring. Build it
+    once the members are on their device."""
 
     def __init__(self, members: Sequence[TrackedModel]) -> None:
         super().__init__()
         check_members(members)
         self.members = nn.ModuleList(members)
+        self.stacks = Stacks(members)
 
     def __len__(self) -> int:
         return len(self.members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(M, B, ...) inputs, member m's batch at x[m] -> (M, B, outputs)."""
-        return stacked_forward(list(self.members), x)
+        return stacked_forward(list(self.members), x, self.stacks)
 
 
-def stacked_forward(members: Sequence[TrackedModel], x: torch.Tensor) -> torch.Tensor:
+def stacked_forward(
+    members: Sequence[TrackedModel], x: torch.Tensor, stacks: Stacks
+) -> torch.Tensor:
     """Every member's forward on its own batch: (M, B, ...) inputs, member m's at x[m], to
-    (M, B, outputs). The members must share an architecture (`check_members`)."""
+    (M, B, outputs), with the members' tensors stacked in `stacks`."""
     if x.dim() < 3 or x.shape[0] != len(members):
         raise ValueError(
             f"a population of {len(members)} takes inputs of shape "
             f"({len(members)}, batch, ...), not {tuple(x.shape)}"
         )
     h = x.flatten(2).transpose(1, 2)  # (M, features, B): see `linear`
-    members = list(members)
-    if isinstance(members[0], ResMLP):
-        projections = [m.projection for m in members]
-        if isinstance(projections[0], HiddenLayer):
-            h = hidden_layer(projections, h)
+    first = members[0]
+    if isinstance(first, ResMLP):
+        if isinstance(first.projection, HiddenLayer):
+            h = hidden_layer(first.projection, h, stacks)
         else:
-            h = linear(projections, h)
-        for blocks in zip(*(m.blocks for m in members), strict=True):
-            h = residual_block(list(blocks), h)
-        if isinstance(members[0].head, nn.Sequential):
-            h = members[0].head[1](batch_norm([m.head[0] for m in members], h))
+            h = linear(first.projection, h, stacks)
+        for block in first.blocks:
+            h = residual_block(block, h, stacks)
+        if isinstance(first.head, nn.Sequential):
+            h = first.head[1](batch_norm(first.head[0], h, stacks))
     else:
-        for layers in zip(*(m.hidden for m in members), strict=True):
-            h = hidden_layer(list(layers), h)
-    return linear([m.output for m in members], h).transpose(1, 2)
+        for layer in first.hidden:
+            h = hidden_layer(layer, h, stacks)
+    return linear(first.output, h, stacks).transpose(1, 2)
 
 
-def linear(layers: Sequence[nn.Linear], h: torch.Tensor) -> torch.Tensor:
-    """Member m's W_m @ h[m] + b_m for all m at once: one bmm on the stacked weights.
+def linear(layer: nn.Linear, h: torch.Tensor, stacks: Stacks) -> torch.Tensor:
+    """Member m's W_m @ h[m] + b_m for all m at once: one bmm on the stacked weights
+    (`layer` is member 0's; the others' are the other slices).
 
     Activations are feature-major, (M, features, B), so each member's weight gradient comes
     out of bmm as a contiguous (out, in) slice; with (M, B, features) it is a transposed one
     that every step copies into .grad's layout (measured: 2.1 ms against 1.5 ms for a
     784->128 layer's forward and backward, 8 members, one CPU thread).
     """
-    weight = torch.stack([layer.weight for layer in layers])
-    if layers[0].bias is None:
-        return torch.bmm(weight, h)
-    bias = torch.stack([layer.bias for layer in layers]).unsqueeze(2)
-    return torch.baddbmm(bias, weight, h)
+    if layer.bias is None:
+        return torch.bmm(stacks[layer.weight], h)
+    return torch.baddbmm(stacks[layer.bias].unsqueeze(2), stacks[layer.weight], h)
 
 
-def batch_norm(norms: Sequence[nn.Module], h: torch.Tensor) -> torch.Tensor:
+def batch_norm(norm: nn.Module, h: torch.Tensor, stacks: Stacks) -> torch.Tensor:
     """Each member's BatchNorm1d on its own batch, as one F.batch_norm over the members'
-    channels side by side ((B, M*C)); the updated running stats go back to each member."""
-    if isinstance(norms[0], nn.Identity):
+    channels side by side ((B, M*C)); it updates the stacked running stats in place,
+    which are the members' own."""
+    if isinstance(norm, nn.Identity):
         return h
-    first, (m, c, b) = norms[0], h.shape
-    if any(norm.training != first.training for norm in norms):
-        raise ValueError("a population's members must all be in train mode or all in eval mode")
-    tracked = first.running_mean is not None
-    use_batch_stats = first.training or not tracked
-    momentum = first.momentum
-    if first.training and tracked:
-        for norm in norms:
-            norm.num_batches_tracked.add_(1)
+    m, c, b = h.shape
+    tracked = norm.running_mean is not None
+    use_batch_stats = norm.training or not tracked
+    momentum = norm.momentum
+    if norm.training and tracked:
+        stacks[norm.num_batches_tracked].add_(1)
         if momentum is None:  # a cumulative average, as _BatchNorm computes it
-            momentum = 1.0 / float(first.num_batches_tracked)
-    running_mean = torch.cat([n.running_mean for n in norms]) if tracked else None
-    running_var = torch.cat([n.running_var for n in norms]) if tracked else None
-    weight = torch.cat([n.weight for n in norms]) if first.affine else None
-    bias = torch.cat([n.bias for n in norms]) if first.affine else None
-    side_by_side = h.reshape(m * c, b).T
+            momentum = 1.0 / float(norm.num_batches_tracked)
     out = F.batch_norm(
-        side_by_side,
-        running_mean,
-        running_var,
-        weight,
-        bias,
+        h.reshape(m * c, b).T,
+        stacks[norm.running_mean].view(-1) if tracked else None,
+        stacks[norm.running_var].view(-1) if tracked else None,
+        stacks[norm.weight].view(-1) if norm.affine else None,
+        stacks[norm.bias].view(-1) if norm.affine else None,
         use_batch_stats,
         momentum or 0.0,
-        first.eps,
+        norm.eps,
     )
-    if first.training and tracked:
-        with torch.no_grad():
-            for norm, mean, var in zip(
-                norms, running_mean.split(c), running_var.split(c), strict=True
-            ):
-                norm.running_mean.copy_(mean)
-                norm.running_var.copy_(var)
     return out.T.reshape(m, c, b)
 
 
-def hidden_layer(layers: Sequence[HiddenLayer], h: torch.Tensor) -> torch.Tensor:
+def hidden_layer(layer: HiddenLayer, h: torch.Tensor, stacks: Stacks) -> torch.Tensor:
     """HiddenLayer.forward for all members: Linear -> [BatchNorm] -> act -> [BatchNorm]."""
-    first = layers[0]
-    z = linear([layer.linear for layer in layers], h)
-    norms = [layer.norm for layer in layers]
-    if first.bn_position == "before":
-        return first.act(batch_norm(norms, z))
-    return batch_norm(norms, first.act(z))
+    z = linear(layer.linear, h, stacks)
+    if layer.bn_position == "before":
+        return layer.act(batch_norm(layer.norm, z, stacks))
+    return batch_norm(layer.norm, layer.act(z), stacks)
 
 
-def residual_block(blocks: Sequence[ResidualBlock], x: torch.Tensor) -> torch.Tensor:
+def residual_block(block: ResidualBlock, x: torch.Tensor, stacks: Stacks) -> torch.Tensor:
     """ResidualBlock.forward for all members, in its three forms, gated or not."""
-    first = blocks[0]
-    inner = [block.inner for block in blocks] if first.inner is not None else None
-    outer = [block.outer for block in blocks]
-    if first.form == "preact":
-        h = first.act_in(batch_norm([block.norm_in for block in blocks], x))
-        h = hidden_layer(inner, h) if inner else h
-        return x + gated(blocks, linear(outer, h))
-    h = hidden_layer(inner, x) if inner else x
-    branch = linear(outer, h)
-    if first.form == "post":
-        return first.act(x + gated(blocks, branch))
-    return x + gated(blocks, first.act(branch))
+    if block.form == "preact":
+        h = block.act_in(batch_norm(block.norm_in, x, stacks))
+        h = hidden_layer(block.inner, h, stacks) if block.inner is not None else h
+        return x + gated(block, linear(block.outer, h, stacks), stacks)
+    h = hidden_layer(block.inner, x, stacks) if block.inner is not None else x
+    branch = linear(block.outer, h, stacks)
+    if block.form == "post":
+        return block.act(x + gated(block, branch, stacks))
+    return x + gated(block, block.act(branch), stacks)
 
 
-def gated(blocks: Sequence[ResidualBlock], branch: torch.Tensor) -> torch.Tensor:
+def gated(block: ResidualBlock, branch: torch.Tensor, stacks: Stacks) -> torch.Tensor:
     """The branch times each member's own ReZero gate (a 0-d Parameter), when gated."""
-    if blocks[0].gate is None:
+    if block.gate is None:
         return branch
-    return torch.stack([block.gate for block in blocks]).view(-1, 1, 1) * branch
+    return stacks[block.gate].view(-1, 1, 1) * branch

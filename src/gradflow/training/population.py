@@ -60,7 +60,7 @@ from gradflow.names import (
     VAL_ACC_BEST,
     VAL_LOSS,
 )
-from gradflow.nn.population import check_members, stacked_forward
+from gradflow.nn.population import Stacks, check_members, stacked_forward
 from gradflow.training import console, preflight
 from gradflow.training.module import ACC_BEST_KEY, DECAYED, TaskModule, configure_groups
 from gradflow.training.resume import RESUME_KEY, ResumePoint
@@ -191,6 +191,11 @@ class PopulationModule(L.LightningModule):
         self.member_losses: torch.Tensor | None = None
         self.group_counts: list[int] = []  # optimizer param groups per member, in order
         self._restored_best: list[float | None] | None = None
+        self.stacks: Stacks | None = None
+
+    def on_fit_start(self) -> None:
+        # Stacked once the members sit on the training device (Lightning has moved them).
+        self.stacks = Stacks(self.models())
 
     def on_train_start(self) -> None:
         # As TaskModule: the best so far from a checkpoint, the optimizer settings as each
@@ -218,7 +223,7 @@ class PopulationModule(L.LightningModule):
 
     def _losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each member's mean loss (M,) and its outputs (M, B, outputs)."""
-        outputs = stacked_forward(self.models(), x)
+        outputs = stacked_forward(self.models(), x, self.stacks)
         per_sample = self.task.loss(outputs.flatten(0, 1), y.flatten(), reduction="none")
         return per_sample.view(y.shape[0], -1).mean(1), outputs
 
@@ -472,8 +477,10 @@ def member_checkpoint(
     """The checkpoint `run` would have written on its own, cut out of the population's."""
     prefix = f"members.{run.position}."
     own = {k: v for k, v in checkpoint.items() if k not in ("state_dict", "callbacks")}
-    own["state_dict"] = {
-        k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)
+    own["state_dict"] = {  # cloned: a view would save the whole population's storage
+        k[len(prefix) :]: v.clone()
+        for k, v in checkpoint["state_dict"].items()
+        if k.startswith(prefix)
     }
     if "optimizer_states" in checkpoint:
         state = checkpoint["optimizer_states"][0]
@@ -543,6 +550,11 @@ def free_bytes(device: torch.device) -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+def cores() -> int:
+    """The cores this process may use (its CPU affinity: a container's or SLURM's share)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def optimizer_states(cfg: DictConfig) -> int:
     """Tensors the optimizer keeps per parameter (Adam 2, SGD with momentum 1, else 0)."""
     target = str(cfg.optimizer.get("_target_", ""))
@@ -557,10 +569,15 @@ def split_sizes(total: int, fits: int) -> list[int]:
     return [total // parts + (i < total % parts) for i in range(parts)]
 
 
-def train_population(members: list[Member]) -> list[dict[str, Any] | GradflowError]:
+def train_population(
+    members: list[Member], torch_threads: int | None = None
+) -> list[dict[str, Any] | GradflowError]:
     """Train `members` (one population_key) as one model; for each member its summary (as
     `gradflow.training.run.run` returns it), or the ConfigError that rejected its config
     before training (its run directory is removed, as a rejected run's is).
+
+    `torch_threads`: torch's CPU threads while the population trains (None: the members'
+    own `torch_threads`; -1: every core this process may use).
 
     Resumed members (`resume`) that need no more training return their summary; the others
     continue from their checkpoints, members saved at the same step as one population.
@@ -587,7 +604,7 @@ def train_population(members: list[Member]) -> list[dict[str, Any] | GradflowErr
             by_start.setdefault(run.start.steps, []).append(run)
     for runs in by_start.values():
         for chunk in _chunks(runs):
-            results.update(_train(chunk))
+            results.update(_train(chunk, torch_threads))
     return [results[i] for i in range(len(members))]
 
 
@@ -632,7 +649,9 @@ def _meta_model(cfg: DictConfig) -> torch.nn.Module | None:
     return build_model(cfg, datamodule)
 
 
-def _train(runs: list[MemberRun]) -> dict[int, dict[str, Any] | GradflowError]:
+def _train(
+    runs: list[MemberRun], torch_threads: int | None = None
+) -> dict[int, dict[str, Any] | GradflowError]:
     """Build every member as its own run builds it, fit them as one (from their checkpoints
     when they continue), write each record; {member index: summary or rejection}."""
     cfg = runs[0].cfg
@@ -657,6 +676,8 @@ def _train(runs: list[MemberRun]) -> dict[int, dict[str, Any] | GradflowError]:
             datamodule.stack([int(run.cfg.data.shuffle_seed) for run in runs])
         for position, run in enumerate(runs):
             run.position = position
+        if torch_threads is not None:  # after the members' own seeding and threads
+            torch.set_num_threads(cores() if torch_threads == -1 else torch_threads)
         module = PopulationModule(runs)
         checkpoints = build_group(cfg, "checkpoint")
         saves = any(isinstance(c, ModelCheckpoint) for c in checkpoints)

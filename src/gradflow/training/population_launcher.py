@@ -45,9 +45,12 @@ log = logging.getLogger(__name__)
 class PopulationLauncher(Launcher):
     """Runs a sweep's jobs in this process, each population of stackable jobs as one model."""
 
-    def __init__(self, max_members: int = 64) -> None:
+    def __init__(self, max_members: int = 64, torch_threads: int | None = -1) -> None:
         super().__init__()
         self.max_members = whole("hydra.launcher.max_members", max_members)
+        if torch_threads is not None and torch_threads != -1:
+            whole("hydra.launcher.torch_threads", torch_threads, null="for the jobs' own")
+        self.torch_threads = torch_threads
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -116,7 +119,8 @@ class PopulationLauncher(Launcher):
             # The first job is current: what the members share (the mode, the launcher, the
             # groups' choices); each member's directory and overrides are in its Member.
             with current_job(together[0][0]):
-                outcomes = list(train_population([m for _, _, m in together]))
+                members = [m for _, _, m in together]
+                outcomes = list(train_population(members, self.torch_threads))
         except GradflowError as err:  # the population's config was rejected: every member's
             outcomes = [err] * len(together)
         except Exception as err:  # noqa: BLE001 - each job fails, as run_job records a failure
