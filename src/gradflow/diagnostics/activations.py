@@ -46,7 +46,7 @@ from gradflow.diagnostics.common import (
     tensorboard_writers,
     tracked_model,
 )
-from gradflow.diagnostics.figures import ActivationHistogramGrid
+from gradflow.diagnostics.figures import ActivationHistogramGrid, shared_chart
 from gradflow.diagnostics.probe import (
     DEFAULT_TASK,
     ProbeCapture,
@@ -153,7 +153,7 @@ class ActivationMonitor(L.Callback):
         self.first_probe: Stats | None = None  # {"step": int, tag: value, ...}
         self.last_probe: Stats | None = None
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._grid = ActivationHistogramGrid()
+        self._grid = shared_chart(ActivationHistogramGrid)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._batch = probe_batch(trainer, pl_module, self.probe_size)

@@ -14,6 +14,7 @@ glyph is laid out anew at each draw.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 
@@ -43,6 +44,15 @@ def _render(canvas) -> np.ndarray:
     with rc_context({"text.hinting": "no_hinting"}):  # a third cheaper per glyph
         canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+@functools.cache
+def shared_chart(chart: type, *args: object):
+    """One chart of this class and arguments per process. Building a figure's layout costs
+    more than a draw, and every draw sets all a chart shows (data, labels, title), so the
+    runs trained in one process (a population's members, a sweep worker's jobs) draw on
+    one figure, one after another."""
+    return chart(*args)
 
 
 class GradNormChart:

@@ -51,7 +51,7 @@ from gradflow.diagnostics.common import (
     tensorboard_writers,
     tracked_model,
 )
-from gradflow.diagnostics.figures import GradNormChart
+from gradflow.diagnostics.figures import GradNormChart, shared_chart
 from gradflow.diagnostics.stats import norms
 from gradflow.errors import DivergedError
 from gradflow.names import FIRST_LAST_RATIO, GRAD_NORM, GRAD_NORM_BIAS
@@ -98,7 +98,7 @@ class GradientMonitor(L.Callback):
         self._previous_rows: list[Row] = []
         self._loss: torch.Tensor | None = None
         self._histograms_due = False
-        self._chart = GradNormChart()
+        self._chart = shared_chart(GradNormChart)
 
     # -- set-up -----------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
