@@ -112,12 +112,13 @@ def compose_run(overrides: list[str], out: Path, cpu_timer: bool = False):
     return cfg
 
 
-def plain_loop(cfg, epochs: int) -> tuple[list[float], float]:
+def plain_loop(cfg, epochs: int) -> tuple[list[float], list[float], float]:
     """(a) The floor: a hand-written loop on the objects gradflow builds from `cfg`.
 
     Same model class and init (seeded as the run seeds it), the data module's preloaded
     tensors, its batch order (gradflow.data.epoch_seed), the configured optimizer; loss and
-    accuracy accumulated on the device and fetched once per epoch, validation each epoch.
+    accuracy accumulated on the device and fetched once per epoch (which also waits for a
+    GPU, with trainer=gpu), validation each epoch.
     """
     import torch
     from hydra.utils import instantiate
@@ -125,12 +126,13 @@ def plain_loop(cfg, epochs: int) -> tuple[list[float], float]:
     from gradflow.data import epoch_seed
     from gradflow.training.run import build_model
 
+    device = "cuda" if cfg.trainer.accelerator == "gpu" else "cpu"  # trainer=gpu: on the GPU
     torch.set_num_threads(int(cfg.torch_threads))
     torch.manual_seed(cfg.seed)
     data = instantiate(cfg.data)
-    net = build_model(cfg, data)
+    net = build_model(cfg, data).to(device)
     data.setup("fit")
-    (x, y), (xv, yv) = data.train_data, data.val_data
+    (x, y), (xv, yv) = ([t.to(device) for t in split] for split in (data.train_data, data.val_data))
     optimizer = instantiate(cfg.optimizer)(net.parameters())
     loss_fn = torch.nn.CrossEntropyLoss()
     n, bs = len(y), cfg.data.batch_size
@@ -138,9 +140,10 @@ def plain_loop(cfg, epochs: int) -> tuple[list[float], float]:
     for epoch in range(epochs):
         start, start_cpu = time.perf_counter(), time.process_time()
         net.train()
-        loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
         gen = torch.Generator().manual_seed(epoch_seed(cfg.data.shuffle_seed, epoch))
-        order = torch.randperm(n, generator=gen)
+        order = torch.randperm(n, generator=gen).to(device)
         for i in range(0, n, bs):
             idx = order[i : i + bs]
             xb, yb = x[idx], y[idx]
@@ -252,7 +255,7 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple
     return elapsed, cpu
 
 
-def _table(results: dict[str, list[tuple[float, float]]], first: str) -> None:
+def times_table(results: dict[str, list[tuple[float, float]]], first: str) -> None:
     print(f"| {first} | median wall s | median CPU s | wall of each run |")
     print("|---|---|---|---|")
     for key, xs in results.items():
@@ -308,7 +311,7 @@ def part_process(args: argparse.Namespace) -> None:
                 for name in names:
                     results.setdefault(name, []).append(timed(cmds[name], REPO, envs.get(name)))
     print()
-    _table(results, "process")
+    times_table(results, "process")
     for act in args.activations:
         plain = median([w for w, _ in results[f"{act} plain"]])
         for cb in callbacks:
@@ -349,7 +352,7 @@ def part_sweep(args: argparse.Namespace) -> None:
                 ]
                 results[name].append(timed(cmd, REPO))
     print()
-    _table(results, "launcher")
+    times_table(results, "launcher")
     ratio = median([w for w, _ in results["joblib"]]) / median(
         [w for w, _ in results["basic (serial)"]]
     )
