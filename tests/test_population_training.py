@@ -20,10 +20,11 @@ from gradflow.data.tensors import PopulationLoader, PreloadedLoader
 from gradflow.errors import ConfigError
 from gradflow.names import COMPLETED, DIVERGED, SUMMARY_FILE
 from gradflow.nn import MLP
+from gradflow.training import population
 from gradflow.training.population import estimate_bytes, split_sizes, train_population
 from gradflow.training.run import run
 from gradflow.training.stacking import Member, population_key
-from tests.helpers import TINY
+from tests.helpers import TINY, warnings_logged
 
 # Two epochs of 8 steps: step 0, logged steps and both epoch ends are compared.
 TWO_EPOCHS = [*TINY, "trainer.max_epochs=2"]
@@ -220,3 +221,53 @@ def test_a_population_continues_from_its_members_checkpoints(tmp_path):
     for key, value in straight[1]["metrics"]["final"].items():
         assert alone["metrics"]["final"][key] == pytest.approx(value, rel=1e-5), key
     assert alone_dir.is_dir()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+def test_tutorial_members_end_where_their_own_runs_end(tmp_path, activation):
+    """The tutorial's run (4x128, SGD 0.01, batch 32, 10 epochs, 4,000 images): each
+    member's final val accuracy within 0.01 of its own run's, and the same verdict."""
+
+    def tutorial(name: str, seed: int) -> DictConfig:
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            cfg = compose("train", overrides=[f"activation={activation}", f"seed={seed}",
+                                              "data.download=false",
+                                              "trainer.enable_progress_bar=false"])  # fmt: skip
+        with open_dict(cfg):
+            cfg.paths.log_dir = str(tmp_path / "logs")
+            cfg.paths.output_dir = str(tmp_path / name)
+        return cfg
+
+    seeds = (42, 43, 44)
+    together = train_population(
+        [Member(tutorial(f"member{s}", s), tmp_path / f"member{s}", [f"seed={s}"]) for s in seeds]
+    )
+    for seed, member in zip(seeds, together, strict=True):
+        alone = run(tutorial(f"alone{seed}", seed))
+        assert member["epochs"] == alone["epochs"] == 10
+        final, expected = member["metrics"]["final"], alone["metrics"]["final"]
+        assert final["val/acc"] == pytest.approx(expected["val/acc"], abs=0.01)
+        assert member["verdict"]["labels"] == alone["verdict"]["labels"]
+        # The same labels in the same epochs (the evidence's numbers to float32 ulps).
+        keys = ("phase", "labels", "label_epochs", "epochs", "steps")
+        assert [{k: p.get(k) for k in keys} for p in member["verdict"]["timeline"]] == [
+            {k: p.get(k) for k in keys} for p in alone["verdict"]["timeline"]
+        ]
+
+
+def test_a_population_too_big_for_its_device_is_split_and_says_so(tmp_path, monkeypatch):
+    configs = [compose_at(tmp_path, f"m{s}", f"seed={s}") for s in range(3)]
+    members = [Member(cfg, tmp_path / f"m{s}") for s, cfg in enumerate(configs)]
+    with torch.device("meta"):
+        one = estimate_bytes(MLP("relu", depth=4, width=32, in_features=784, num_classes=10),
+                             members=1, batch=32, optimizer_states=0)  # fmt: skip
+    # Room for two members (of the 80% a population may plan to use).
+    monkeypatch.setattr(population, "free_bytes", lambda device: int(2.5 * one / 0.8))
+    with warnings_logged() as warned:
+        summaries = train_population(members)
+    assert [s["status"] for s in summaries] == [COMPLETED] * 3
+    assert [s["population"]["members"] for s in summaries] == [2, 2, 1]
+    assert [s["population"]["position"] for s in summaries] == [0, 1, 0]
+    said = "trained as 2 populations of 2, 1, one after another."
+    assert any(w.startswith("A population of 3 needs about") and w.endswith(said) for w in warned)
