@@ -95,6 +95,7 @@ def test_seeds_of_each_depth_train_as_one_population(tmp_path, monkeypatch, caps
     out = capsys.readouterr().out
     assert f"sweep: 6 jobs in {sweep}: 6 completed" in out
     assert out.count("status: completed") == 6  # each member's summary, as a job prints it
+    assert out.count("(a population of 3)") == 6  # whose time it is
 
 
 def test_the_cap_splits_a_population_and_a_rest_of_one_runs_alone(

@@ -209,6 +209,7 @@ def format_summary(summary: Mapping[str, Any], log_root: Path, view: bool = True
     final = summary.get("metrics", {}).get("final", {})
     best = summary.get("metrics", {}).get("best", {}).get(VAL_ACC_BEST)
     epochs = summary.get("epochs", 0)
+    population = summary.get("population")  # its time is the population's, shared
 
     def fmt(v: Any) -> str:
         return "n/a" if v is None else f"{v:.4f}"
@@ -227,7 +228,8 @@ def format_summary(summary: Mapping[str, Any], log_root: Path, view: bool = True
             else f"val/loss {fmt(final.get(VAL_LOSS))}, train/loss {fmt(final.get(TRAIN_LOSS))}, "
         )
         + f"{epochs} epoch{'s' * (epochs != 1)} "
-        f"in {summary.get('timing', {}).get('total_s', 0):.1f} s",
+        f"in {summary.get('timing', {}).get('total_s', 0):.1f} s"
+        + (f" (a population of {population['members']})" if population else ""),
     ]
     verdict = summary.get("verdict")
     if verdict:  # the timeline in a sentence; a summary written before it had labels only
