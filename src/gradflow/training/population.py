@@ -163,6 +163,7 @@ class MemberRun:
         if self.view is not None:
             self.view.stopped_at = (trainer.current_epoch, trainer.global_step)
         self.alive = False
+        trainer.lightning_module.alive[self.position] = False
 
 
 # ----------------------------------------------------------------------- the module
@@ -187,6 +188,8 @@ class PopulationModule(L.LightningModule):
         for name in ("train_hits", "val_hits"):
             self.register_buffer(name, torch.zeros(m, dtype=torch.long), persistent=False)
         self.register_buffer("val_acc_best", torch.full((m,), -math.inf), persistent=False)
+        # Which members still train (a frozen one's loss leaves the sum), kept on the device.
+        self.register_buffer("alive", torch.ones(m, dtype=torch.bool), persistent=False)
         self.train_count = self.val_count = 0
         self.member_losses: torch.Tensor | None = None
         self.group_counts: list[int] = []  # optimizer param groups per member, in order
@@ -218,9 +221,6 @@ class PopulationModule(L.LightningModule):
     def models(self) -> list[torch.nn.Module]:
         return [member.model for member in self.members]
 
-    def alive_mask(self) -> torch.Tensor:
-        return torch.tensor([run.alive for run in self.runs], device=self.device)
-
     def _losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each member's mean loss (M,) and its outputs (M, B, outputs)."""
         outputs = stacked_forward(self.models(), x, self.stacks)
@@ -237,7 +237,7 @@ class PopulationModule(L.LightningModule):
             self.train_hits.add_((self.task.predict(outputs.flatten(0, 1)).view_as(y) == y).sum(1))
         self.train_count += samples
         # A frozen member's loss leaves the sum: its (possibly NaN) graph reaches no one.
-        return torch.where(self.alive_mask(), losses, 0.0).sum()
+        return torch.where(self.alive, losses, 0.0).sum()
 
     def on_train_epoch_start(self) -> None:
         self.train_loss_sum.zero_()
