@@ -168,3 +168,12 @@ def judge_healthy_but(**numbers):
     base = dict(first_last_ratio=1.0, total_norm=1.0, act_saturated={}, act_dead={},
                 saturation="two_sided", num_classes=10)  # fmt: skip
     return judge(**{**base, **numbers})
+
+
+def next_second() -> None:
+    """Wait for the clock's next second. TensorBoard reads a run's event files in name
+    order, and a file is named by the second its writer started, then a counter of the
+    process's writers (`...1796198909.host.pid.10` sorts before `...pid.9`): a resume in
+    the same second as the run it continues, which only a sub-second test run makes, would
+    be read before it."""
+    time.sleep(1.0 - time.time() % 1.0 + 0.01)

@@ -24,7 +24,7 @@ from gradflow.training import population
 from gradflow.training.population import estimate_bytes, split_sizes, train_population
 from gradflow.training.run import run
 from gradflow.training.stacking import Member, population_key
-from tests.helpers import TINY, warnings_logged
+from tests.helpers import TINY, next_second, warnings_logged
 
 # Two epochs of 8 steps: step 0, logged steps and both epoch ends are compared.
 TWO_EPOCHS = [*TINY, "trainer.max_epochs=2"]
@@ -194,6 +194,7 @@ def test_a_population_continues_from_its_members_checkpoints(tmp_path):
     ]
     aside = tmp_path / "epoch1.ckpt"  # member 1's, before the resume overwrites it
     aside.write_bytes(Path(first[1]["checkpoint"]).read_bytes())
+    next_second()  # the resume's event files sort after the first call's
     resumed = train_population(
         members("resumed", "trainer.max_epochs=3", f"resume={tmp_path / 'resumed0'}")
     )

@@ -29,7 +29,7 @@ from gradflow.training.resume import (
 )
 from gradflow.training.run import run
 from gradflow.training.sweep import format_report, job_statuses
-from tests.helpers import KILLABLE, REPO_ROOT, TINY, start_train, wait_for
+from tests.helpers import KILLABLE, REPO_ROOT, TINY, next_second, start_train, wait_for
 
 # Tags the tiny runs log once per epoch (the module's own; docs/architecture.md).
 EPOCH_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best")
@@ -61,6 +61,7 @@ def test_extended_run_matches_one_that_ran_straight_through(compose_cfg, tmp_pat
     ckpt = tmp_path / "epoch1.ckpt"  # kept aside: the resumed run overwrites last.ckpt
     ckpt.write_bytes(Path(first["checkpoint"]).read_bytes())
 
+    next_second()  # the resume's event files sort after the first call's
     resumed = run(_cfg(compose_cfg, resumed_dir, "trainer.max_epochs=3", f"resume={resumed_dir}"))
     assert resumed["status"] == "completed"
     assert resumed["resumed_from"] == {"checkpoint": first["checkpoint"], "epochs": 1, "steps": 8}

@@ -57,19 +57,16 @@ SCHEDULER_LAUNCHERS = "hydra_plugins.hydra_submitit_launcher."
 IN_PROCESS_LAUNCHERS = ("BasicLauncher", "PopulationLauncher")
 
 
-def run(
-    cfg: DictConfig, run_dir: Path | None = None, overrides: list[str] | None = None
-) -> dict[str, Any]:
+def run(cfg: DictConfig) -> dict[str, Any]:
     """Build and fit everything `cfg` describes; return (and write) the run's summary.
 
-    `run_dir` and `overrides` default to the current Hydra job's (a population member has
-    its own, not the job current when it trains). A config rejected before training raises
-    its ConfigError and leaves no run behind: the directory made for it goes (a resumed
-    run's, which holds more, stays as it was).
+    A config rejected before training raises its ConfigError and leaves no run behind: the
+    directory made for it goes (a resumed run's, which holds more, stays as it was). A
+    population of runs trains through `gradflow.training.population` instead.
     """
     console.quiet()
-    run_dir = output_dir(cfg) if run_dir is None else run_dir
-    overrides = job_overrides() if overrides is None else overrides
+    run_dir = output_dir(cfg)
+    overrides = job_overrides()
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary(cfg, run_dir, [o for o in overrides if override_key(o) != RESUME_KEY])
     trainer, datamodule, callbacks, loggers = None, None, [], []
