@@ -712,9 +712,9 @@ def _train(
                 discard_run_dir(run.member.run_dir)
                 results[run.index] = cause
             return results
-        for run in runs:
-            if run.alive and run.summary.failed(err):
-                log.exception("population failed")
+        unknown = [run.summary.failed(err) for run in runs if run.alive]
+        if any(unknown):  # an unknown fault: its traceback once, for the population
+            log.exception("population failed")
     data = None
     if datamodule is not None and datamodule.source_info is not None:
         data = {**datamodule.source_info, **(datamodule.usage() or {})}
