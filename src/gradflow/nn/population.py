@@ -41,6 +41,10 @@ and branch init); tests/test_population.py pins it to each member's own forward,
 BatchNorm state and SGD trajectory. Forward hooks on the members' modules do not fire
 here: diagnostics that hook a member (ActivationMonitor's probe) run the member's own
 forward.
+
+Measured (bench/bench_population.py --parts engine, the tutorial's 4x128 net, one CPU
+thread): 1.12x (8 members) and 1.24x (16) the speed of as many plain PyTorch loops, per
+member; stacking the weights with torch.stack in every forward instead was 0.71-0.85x.
 """
 
 from __future__ import annotations
