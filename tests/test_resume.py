@@ -18,6 +18,7 @@ import torch
 from omegaconf import OmegaConf, open_dict
 from tensorboard.backend.event_processing import event_accumulator as ea
 
+from gradflow.config import config_dir
 from gradflow.errors import ConfigError
 from gradflow.nn import MLP
 from gradflow.training.module import TaskModule
@@ -247,6 +248,9 @@ def test_resume_argv_for_one_run(tmp_path):
         f"{run_dir}/.hydra",
         "--config-name",
         "config",
+        "--config-dir",  # conf/, for Hydra's own settings: `hydra=default`
+        str(config_dir()),
+        "+hydra=default",
         "trainer.max_epochs=20",
         f"hydra.run.dir='{run_dir}'",  # quoted: the comma and '=' stay part of the path
         "hydra.output_subdir=null",
@@ -366,6 +370,12 @@ def test_killed_run_resumes_to_the_same_result(compose_cfg, tmp_path):
         assert shown[tag] == expected[tag], tag
     saved = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
     assert "optimizer=adam" in saved and not [o for o in saved if "resume=" in o]
+    # The HParams row names the groups' options as the run started, not their classes.
+    assert (resumed["hparams"]["model"], resumed["hparams"]["optimizer"]) == ("mlp", "adam")
+    # The resumed run's console is gradflow's: no log-file timestamps, each line once,
+    # no notice about the checkpoint directory it continues in.
+    assert "][" not in out + err and "exists and is not empty" not in out + err
+    assert out.count("status: completed") == 1
 
 
 @pytest.mark.slow

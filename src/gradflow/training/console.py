@@ -31,6 +31,8 @@ UNACTIONABLE_WARNINGS = (
     # On a machine with SLURM's tools, Lightning suggests srun for a local run; the slurm
     # launcher (conf/hydra/launcher/slurm.yaml) runs jobs under srun itself.
     (r"The `srun` command is available on your system but is not used", r"lightning\..*"),
+    # A resumed run writes its checkpoint where it was: the directory holds the last one.
+    (r"Checkpoint directory .* exists and is not empty", r"lightning\..*"),
     # About Lightning's own per-step logging, which gradflow does not use: its monitors log
     # at step 0 and every log_every_n_steps across epochs, and every epoch ends with its
     # metrics whatever the interval.

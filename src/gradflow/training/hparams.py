@@ -28,7 +28,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summaries
 from torch.utils.tensorboard.writer import FileWriter
 
 from gradflow.config import override_key
-from gradflow.names import HPARAMS_METRICS
+from gradflow.names import HPARAMS_METRICS, HYDRA_DIR
 from gradflow.nn.activations import get_activation_info
 from gradflow.nn.init import resolve_matched_init
 from gradflow.rules.nn import activation_params, init_label, spec_label, split_spec
@@ -54,9 +54,25 @@ SHOWN = {
 }
 
 
-def run_hparams(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
-    """The hyperparameter columns of one run, from its resolved config and overrides."""
-    choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+def saved_choices(run_dir: Path) -> dict[str, str]:
+    """The config groups' options a run was composed with, as Hydra saved them when it
+    started (`.hydra/hydra.yaml`): a resumed run is composed from its saved config, which
+    names no groups, and a population's member trains under its population's first job."""
+    saved = run_dir / HYDRA_DIR / "hydra.yaml"
+    if not saved.is_file():
+        return {}
+    choices = OmegaConf.select(OmegaConf.load(saved), "hydra.runtime.choices", default=None)
+    return {} if choices is None else OmegaConf.to_container(choices)
+
+
+def run_hparams(
+    cfg: DictConfig, overrides: list[str], saved: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The hyperparameter columns of one run, from its resolved config and overrides, with
+    its groups' options as it started (`saved`: saved_choices), else as the current Hydra
+    job has them."""
+    current = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+    choices = {**current, **(saved or {})}
     model, data = cfg.model, cfg.data
     activation = OmegaConf.to_container(cfg.activation)
     init = resolve_matched_init(OmegaConf.to_container(cfg.init), get_activation_info(activation))

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from gradflow.config import hydra_quote, override_key, write_text_atomic
+from gradflow.config import config_dir, hydra_quote, override_key, write_text_atomic
 from gradflow.errors import ConfigError
 from gradflow.names import (
     CHECKPOINT_DIR,
@@ -236,12 +236,17 @@ def _run_args(raw: str, run_dir: Path, rest: list[str]) -> list[str]:
             f"it is not a run directory (it has no {HYDRA_DIR}/config.yaml); give the "
             "directory of a run, logs/runs/<date>/<run>",
         )
-    # Flags first: argparse stops collecting overrides at the first flag after them.
+    # Flags first: argparse stops collecting overrides at the first flag after them. The
+    # saved config has no defaults list, so Hydra's own settings come from conf/ again
+    # (`hydra=default`: gradflow's console and log file, its Hydra callbacks).
     return [
         "--config-path",
         str(run_dir / HYDRA_DIR),
         "--config-name",
         "config",
+        "--config-dir",
+        str(config_dir()),
+        "+hydra=default",
         *rest,
         f"hydra.run.dir={hydra_quote(run_dir)}",
         "hydra.output_subdir=null",  # train.run updates .hydra/ itself, keeping the history

@@ -40,7 +40,7 @@ from gradflow.names import (
     VAL_LOSS,
     tensorboard_command,
 )
-from gradflow.training.hparams import result_columns, run_hparams, write_hparams
+from gradflow.training.hparams import result_columns, run_hparams, saved_choices, write_hparams
 from gradflow.training.module import AXIS_METRICS
 from gradflow.training.resume import last_checkpoint
 
@@ -179,7 +179,7 @@ class RunSummary:
         self.data["checkpoint"] = str(checkpoint) if checkpoint else None
         try:
             self.data["hparams"] = {
-                **run_hparams(self.cfg, self.data["overrides"]),
+                **run_hparams(self.cfg, self.data["overrides"], saved_choices(self.run_dir)),
                 **result_columns(self.data),
             }
         except ConfigError:  # a value no model could be built from: no table row either

@@ -125,7 +125,9 @@ class SweepReport(Callback):
             unfinished=[name for name, (status, _) in jobs.items() if status not in FINISHED],
         )
         print(format_report(sweep_dir, jobs), file=sys.stdout, flush=True)
-        if self.compare and jobs:
+        if all(status == REJECTED for status, _ in jobs.values()):
+            return  # no run to compare or to view
+        if self.compare:
             from gradflow.reporting.compare import compare
 
             try:
