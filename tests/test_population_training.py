@@ -71,7 +71,7 @@ def assert_same_run(tmp_path: Path, i: int, member: dict, alone: dict) -> None:
     assert member["status"] == alone["status"]
     assert member["error"] == alone["error"]
     assert (member["epochs"], member["steps"]) == (alone["epochs"], alone["steps"])
-    assert set(member) == {*alone, "population"}  # and which population it trained in
+    assert set(member) == {*alone, "population", "populations"}  # and where it trained
     assert member["config"]["seed"] == alone["config"]["seed"]
     final, final_alone = member["metrics"]["final"], alone["metrics"]["final"]
     assert set(final) == set(final_alone)
@@ -218,6 +218,12 @@ def test_a_population_continues_from_its_members_checkpoints(tmp_path):
         cfg.ckpt_path = str(aside)
     alone = run(cfg)
     assert alone["resumed_from"]["epochs"] == 1
+    # Its record keeps the epoch it trained in a population (this call trained alone).
+    assert "population" not in alone
+    assert alone["populations"] == [
+        {"members": 2, "position": 1, "run_dirs": ["resumed0", "resumed1"], "from_epoch": 0}
+    ]
+    assert [d["populations"] for d in resumed] == [d["populations"] for d in first]
     # Its own forward sums in another order than the stacked one: float32 ulps apart.
     for key, value in straight[1]["metrics"]["final"].items():
         assert alone["metrics"]["final"][key] == pytest.approx(value, rel=1e-5), key

@@ -690,6 +690,7 @@ def _train(
                 "position": run.position,
                 "run_dirs": [r.member.run_dir.name for r in runs],
             }
+            run.summary.epochs.pending_population = dict(run.summary.data["population"])
             run.summary.set_up()
         resumed = runs[0].start.checkpoint is not None
         # weights_only=False: the members' checkpoints hold their optimizer partials.

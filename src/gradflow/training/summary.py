@@ -59,11 +59,22 @@ class EpochRecord(L.Callback):
         self.metrics: dict[str, float | None] = {}
         self.changes: list[dict[str, Any]] = []
         self.pending_changes: list[dict[str, Any]] = []  # this call's, kept from the train start
+        # Each population the run trained in (`members`, `position`, `run_dirs`, `from_epoch`):
+        # a member continued alone keeps the record of its epochs in a population.
+        self.populations: list[dict[str, Any]] = []
+        self.pending_population: dict[str, Any] | None = None
         self._start = 0.0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.changes += self.pending_changes
         self.pending_changes = []
+        if self.pending_population is not None:
+            entry = {**self.pending_population, "from_epoch": trainer.current_epoch}
+            last = self.populations[-1] if self.populations else {}
+            same = ("members", "position", "run_dirs")
+            if any(last.get(key) != entry[key] for key in same):  # not a resumed population
+                self.populations.append(entry)
+            self.pending_population = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
@@ -73,12 +84,18 @@ class EpochRecord(L.Callback):
         self.metrics = run_metrics(trainer)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch_s": self.epoch_s, "metrics": self.metrics, "changes": self.changes}
+        return {
+            "epoch_s": self.epoch_s,
+            "metrics": self.metrics,
+            "changes": self.changes,
+            "populations": self.populations,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.epoch_s = list(state_dict.get("epoch_s", []))
         self.metrics = dict(state_dict.get("metrics", {}))
         self.changes = list(state_dict.get("changes", []))
+        self.populations = list(state_dict.get("populations", []))
 
 
 def run_metrics(trainer: L.Trainer) -> dict[str, float | None]:
@@ -175,6 +192,8 @@ class RunSummary:
         self.data["timing"].update(epoch_s=self.epochs.epoch_s, total_s=total_s)
         self.data["data"] = data_info
         self.data["resume_changes"] = self.epochs.changes + self.epochs.pending_changes
+        if self.epochs.populations:
+            self.data["populations"] = self.epochs.populations
         checkpoint = last_checkpoint(self.run_dir)
         self.data["checkpoint"] = str(checkpoint) if checkpoint else None
         try:
