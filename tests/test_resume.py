@@ -29,6 +29,7 @@ from gradflow.training.resume import (
     resume_argv,
 )
 from gradflow.training.run import run
+from gradflow.training.summary import format_summary
 from gradflow.training.sweep import format_report, job_statuses
 from tests.helpers import KILLABLE, REPO_ROOT, TINY, next_second, start_train, wait_for
 
@@ -66,6 +67,7 @@ def test_extended_run_matches_one_that_ran_straight_through(compose_cfg, tmp_pat
     resumed = run(_cfg(compose_cfg, resumed_dir, "trainer.max_epochs=3", f"resume={resumed_dir}"))
     assert resumed["status"] == "completed"
     assert resumed["resumed_from"] == {"checkpoint": first["checkpoint"], "epochs": 1, "steps": 8}
+    assert "3 epochs (2 in this call, " in format_summary(resumed, tmp_path)
     # Bit-identical on CPU: the same weights, optimizer state and per-epoch batch order.
     assert resumed["metrics"] == straight["metrics"]
     assert (

@@ -229,6 +229,11 @@ def format_summary(summary: Mapping[str, Any], log_root: Path, view: bool = True
     best = summary.get("metrics", {}).get("best", {}).get(VAL_ACC_BEST)
     epochs = summary.get("epochs", 0)
     population = summary.get("population")  # its time is the population's, shared
+    # The time is this call's: a resumed run says how many of its epochs that covers.
+    total_s = summary.get("timing", {}).get("total_s", 0)
+    took = f"in {total_s:.1f} s"
+    if resumed := summary.get("resumed_from"):
+        took = f"({epochs - resumed.get('epochs', 0)} in this call, {total_s:.1f} s)"
 
     def fmt(v: Any) -> str:
         return "n/a" if v is None else f"{v:.4f}"
@@ -246,8 +251,7 @@ def format_summary(summary: Mapping[str, Any], log_root: Path, view: bool = True
             if classifies
             else f"val/loss {fmt(final.get(VAL_LOSS))}, train/loss {fmt(final.get(TRAIN_LOSS))}, "
         )
-        + f"{epochs} epoch{'s' * (epochs != 1)} "
-        f"in {summary.get('timing', {}).get('total_s', 0):.1f} s"
+        + f"{epochs} epoch{'s' * (epochs != 1)} {took}"
         + (f" (a population of {population['members']})" if population else ""),
     ]
     verdict = summary.get("verdict")
