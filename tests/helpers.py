@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from tensorboard.backend.event_processing import event_accumulator as ea
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -177,3 +178,10 @@ def next_second() -> None:
     the same second as the run it continues, which only a sub-second test run makes, would
     be read before it."""
     time.sleep(1.0 - time.time() % 1.0 + 0.01)
+
+
+def tensorboard_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """What TensorBoard shows: every event file of the directory, purges applied."""
+    acc = ea.EventAccumulator(str(run_dir), size_guidance={ea.SCALARS: 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}

@@ -12,7 +12,6 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
-from tensorboard.backend.event_processing import event_accumulator as ea
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from gradflow.config import config_dir
@@ -24,7 +23,7 @@ from gradflow.training import population
 from gradflow.training.population import estimate_bytes, split_sizes, train_population
 from gradflow.training.run import run
 from gradflow.training.stacking import Member, population_key
-from tests.helpers import TINY, next_second, warnings_logged
+from tests.helpers import TINY, next_second, tensorboard_scalars, warnings_logged
 
 # Two epochs of 8 steps: step 0, logged steps and both epoch ends are compared.
 TWO_EPOCHS = [*TINY, "trainer.max_epochs=2"]
@@ -165,13 +164,6 @@ def test_memory_estimate_counts_parameters_state_and_activations():
     assert split_sizes(5, 1) == [1] * 5
 
 
-def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """What TensorBoard shows of a run's scalars: every event file, purges applied."""
-    acc = ea.EventAccumulator(str(run_dir), size_guidance={ea.SCALARS: 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-
-
 def test_a_population_continues_from_its_members_checkpoints(tmp_path):
     """A population stopped after epoch 1 and resumed to 3 ends exactly where one that ran
     straight through ends; a member's checkpoint also continues alone, as its own run's."""
@@ -205,8 +197,8 @@ def test_a_population_continues_from_its_members_checkpoints(tmp_path):
         assert (done["epochs"], done["steps"]) == (3, 24)
         assert done["verdict"]["labels"] == expected["verdict"]["labels"]
         shown, straight_shown = (
-            _scalars(tmp_path / f"resumed{i}"),
-            _scalars(tmp_path / f"straight{i}"),
+            tensorboard_scalars(tmp_path / f"resumed{i}"),
+            tensorboard_scalars(tmp_path / f"straight{i}"),
         )
         for tag in ("train/loss", "val/acc", "val/acc_best", "grad_norm/layer_01"):
             assert [s for s, _ in shown[tag]] == [s for s, _ in straight_shown[tag]], tag

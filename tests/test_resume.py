@@ -31,7 +31,15 @@ from gradflow.training.resume import (
 from gradflow.training.run import run
 from gradflow.training.summary import format_summary
 from gradflow.training.sweep import format_report, job_statuses
-from tests.helpers import KILLABLE, REPO_ROOT, TINY, next_second, start_train, wait_for
+from tests.helpers import (
+    KILLABLE,
+    REPO_ROOT,
+    TINY,
+    next_second,
+    start_train,
+    tensorboard_scalars,
+    wait_for,
+)
 
 # Tags the tiny runs log once per epoch (the module's own; docs/architecture.md).
 EPOCH_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best")
@@ -42,13 +50,6 @@ def _cfg(compose_cfg, run_dir: Path, *overrides: str):
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
     return cfg
-
-
-def tensorboard_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """What TensorBoard shows: every event file of the directory, purges applied."""
-    acc = ea.EventAccumulator(str(run_dir), size_guidance={ea.SCALARS: 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 # ------------------------------------------------------------------------- in-process

@@ -77,11 +77,19 @@ class PreloadedLoader:
                 end = start + self.batch_size
                 yield self.x[start:end], self.y[start:end]
             return
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-        order = torch.randperm(len(self.y), generator=generator).to(self.y.device)
+        order = self.order(epoch).to(self.y.device)  # one transfer per epoch
         for start in range(0, stop, self.batch_size):
-            idx = order[start : start + self.batch_size]
+            idx = order[..., start : start + self.batch_size]
             yield self.x[idx], self.y[idx]
+
+    def order(self, epoch: int) -> Tensor:
+        """This epoch's order of the samples, drawn on the CPU."""
+        return shuffled(len(self.y), self.seed, epoch)
+
+
+def shuffled(n: int, seed: int, epoch: int) -> Tensor:
+    """A permutation of range(n), the same whenever (seed, epoch) is."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
 
 
 class PopulationLoader(PreloadedLoader):
@@ -92,20 +100,9 @@ class PopulationLoader(PreloadedLoader):
         super().__init__(x, y, batch_size, shuffle=True, **kwargs)
         self.seeds = list(seeds)
 
-    def __iter__(self) -> Iterator[Split]:
-        epoch = self.epoch_fn() if self.epoch_fn is not None else None
-        epoch = self.passes if epoch is None else epoch
-        self.passes += 1
-        stop = len(self) * self.batch_size if self.drop_last else len(self.y)
-        orders = torch.stack(
-            [
-                torch.randperm(len(self.y), generator=torch.Generator().manual_seed(s))
-                for s in (epoch_seed(seed, epoch) for seed in self.seeds)
-            ]
-        ).to(self.y.device)  # one transfer per epoch, as a member's own loader makes
-        for start in range(0, stop, self.batch_size):
-            idx = orders[:, start : start + self.batch_size]
-            yield self.x[idx], self.y[idx]
+    def order(self, epoch: int) -> Tensor:
+        """(M, N): each member's order for this epoch."""
+        return torch.stack([shuffled(len(self.y), seed, epoch) for seed in self.seeds])
 
 
 class TensorDataModule(L.LightningDataModule):

@@ -72,6 +72,7 @@ from gradflow.training.run import (
     build_model,
     build_trainer,
     config_node,
+    data_record,
     discard_run_dir,
     seed_and_threads,
     start_point,
@@ -206,11 +207,18 @@ class PopulationModule(L.LightningModule):
         if self._restored_best is not None:
             best = [-math.inf if b is None else b for b in self._restored_best]
             self.val_acc_best = torch.tensor(best, device=self.device)
-        groups = self.trainer.optimizers[0].param_groups
-        start = 0
-        for member, count in zip(self.members, self.group_counts, strict=True):
-            configure_groups(groups[start : start + count], member.hparams.optimizer)
+        groups = self.member_groups(self.trainer.optimizers[0].param_groups)
+        for member, own in zip(self.members, groups, strict=True):
+            configure_groups(own, member.hparams.optimizer)
+
+    def member_groups(self, groups: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """Each member's share of the optimizer's param groups (or of a saved optimizer
+        state's), in member order: `configure_optimizers` lays them out so."""
+        shares, start = [], 0
+        for count in self.group_counts:
+            shares.append(groups[start : start + count])
             start += count
+        return shares
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[POPULATION_BEST_KEY] = self.val_acc_best.tolist()
@@ -401,11 +409,8 @@ class MemberCallbacks(L.Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         if self._optimizers is None:  # each member's groups, found once
-            counts, groups, start = pl_module.group_counts, optimizer.param_groups, 0
-            self._optimizers = []
-            for count in counts:
-                self._optimizers.append(MemberOptimizer(groups[start : start + count]))
-                start += count
+            shares = pl_module.member_groups(optimizer.param_groups)
+            self._optimizers = [MemberOptimizer(groups) for groups in shares]
         views = self._optimizers
         self.call("on_before_optimizer_step", trainer, lambda run: (views[run.position],))
 
@@ -437,8 +442,9 @@ class MemberCheckpointIO(CheckpointIO):
     its own run would.
     """
 
-    def __init__(self, runs: list[MemberRun]) -> None:
-        self.runs = runs
+    def __init__(self, module: PopulationModule) -> None:
+        self.module = module
+        self.runs = module.runs
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
@@ -448,7 +454,7 @@ class MemberCheckpointIO(CheckpointIO):
                 target = run.checkpoint_path
                 target.parent.mkdir(parents=True, exist_ok=True)
                 tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-                torch.save(member_checkpoint(checkpoint, self.runs, run), tmp)
+                torch.save(member_checkpoint(checkpoint, self.module, run), tmp)
                 os.replace(tmp, target)  # whole or not at all, whenever a kill comes
 
     def load_checkpoint(
@@ -465,14 +471,8 @@ class MemberCheckpointIO(CheckpointIO):
         """Nothing: each member's last.ckpt is replaced in place by the next save."""
 
 
-def _group_slices(runs: list[MemberRun], groups: list[dict[str, Any]]) -> list[slice]:
-    """Each member's param groups within the population optimizer's, in member order."""
-    per_member = len(groups) // len(runs)
-    return [slice(i * per_member, (i + 1) * per_member) for i in range(len(runs))]
-
-
 def member_checkpoint(
-    checkpoint: dict[str, Any], runs: list[MemberRun], run: MemberRun
+    checkpoint: dict[str, Any], module: PopulationModule, run: MemberRun
 ) -> dict[str, Any]:
     """The checkpoint `run` would have written on its own, cut out of the population's."""
     prefix = f"members.{run.position}."
@@ -484,7 +484,7 @@ def member_checkpoint(
     }
     if "optimizer_states" in checkpoint:
         state = checkpoint["optimizer_states"][0]
-        groups = state["param_groups"][_group_slices(runs, state["param_groups"])[run.position]]
+        groups = module.member_groups(state["param_groups"])[run.position]
         index = {old: new for new, old in enumerate(p for g in groups for p in g["params"])}
         own["optimizer_states"] = [
             {
@@ -681,7 +681,7 @@ def _train(
         module = PopulationModule(runs)
         checkpoints = build_group(cfg, "checkpoint")
         saves = any(isinstance(c, ModelCheckpoint) for c in checkpoints)
-        plugins = {"plugins": [MemberCheckpointIO(runs)]} if saves else {}
+        plugins = {"plugins": [MemberCheckpointIO(module)]} if saves else {}
         trainer = build_trainer(cfg, [MemberCallbacks(runs), *checkpoints], [], **plugins)
         for run in runs:
             run.view = MemberTrainer(trainer, run.loggers, [*run.callbacks])
@@ -716,10 +716,7 @@ def _train(
         unknown = [run.summary.failed(err) for run in runs if run.alive]
         if any(unknown):  # an unknown fault: its traceback once, for the population
             log.exception("population failed")
-    data = None
-    if datamodule is not None and datamodule.source_info is not None:
-        data = {**datamodule.source_info, **(datamodule.usage() or {})}
-        data["task"] = datamodule.task.name
+    data = data_record(datamodule)
     for run in runs:
         results[run.index] = run.summary.write(run.view, run.callbacks, data, run.loggers)
         for logger in run.loggers:

@@ -97,14 +97,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             raise cause from None
         if summary.failed(err):
             log.exception("run failed")
-    data = None
-    if datamodule is not None and datamodule.source_info is not None:
-        data = {
-            **datamodule.source_info,
-            **(datamodule.usage() or {}),
-            "task": datamodule.task.name,  # what the outputs mean (`gradflow.tasks`)
-        }
-    return summary.write(trainer, callbacks, data, loggers)
+    return summary.write(trainer, callbacks, data_record(datamodule), loggers)
+
+
+def data_record(datamodule: TensorDataModule | None) -> dict[str, Any] | None:
+    """summary.json's `data`: where the data came from, how it was batched and what the
+    outputs mean (None when it was never loaded)."""
+    if datamodule is None or datamodule.source_info is None:
+        return None
+    return {
+        **datamodule.source_info,
+        **(datamodule.usage() or {}),
+        "task": datamodule.task.name,  # what the outputs mean (`gradflow.tasks`)
+    }
 
 
 def start_point(
