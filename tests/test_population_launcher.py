@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
@@ -25,16 +26,33 @@ from tests.helpers import KILLABLE, REPO_ROOT, TINY, start_train, wait_for
 QUICK = [*TINY, "model.width=16", "callbacks=none", "checkpoint=none", "logger=none"]
 
 
+class Trained(list):
+    """The populations the launcher handed to the engine, in order; `threads`: the torch
+    threads it asked for each, and `during`: torch's threads while each trained."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int | None] = []
+        self.during: list[int] = []
+
+
 @pytest.fixture
-def trained(monkeypatch) -> list[list[Member]]:
+def trained(monkeypatch) -> Trained:
     """The populations the launcher hands to the engine, in order (then trained by it)."""
-    groups: list[list[Member]] = []
+    groups = Trained()
     train_population = population.train_population
+    on_train_start = population.PopulationModule.on_train_start
 
     def spy(members: list[Member], torch_threads: int | None = None) -> list[dict]:
         groups.append(members)
+        groups.threads.append(torch_threads)
         return train_population(members, torch_threads)
 
+    def counting_start(module: population.PopulationModule) -> None:
+        groups.during.append(torch.get_num_threads())
+        on_train_start(module)
+
+    monkeypatch.setattr(population.PopulationModule, "on_train_start", counting_start)
     monkeypatch.setattr(population, "train_population", spy)
     return groups
 
@@ -50,6 +68,18 @@ def _sweep(tmp_path: Path, monkeypatch, *overrides: str) -> Path:
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(REPO_ROOT / "scripts" / "train.py"), run_name="train")["main"]()
     return sweep
+
+
+def test_a_population_trains_on_every_core_unless_told(tmp_path, monkeypatch, trained):
+    before = torch.get_num_threads()
+    try:
+        _sweep(tmp_path / "default", monkeypatch, "seed=0,1")
+        _sweep(tmp_path / "one", monkeypatch, "seed=0,1", "hydra.launcher.torch_threads=1")
+    finally:
+        torch.set_num_threads(before)
+    # The jobs' own torch_threads is 1 (train.yaml); the launcher's default, every core.
+    assert trained.threads == [-1, 1]
+    assert trained.during == [population.cores(), 1]
 
 
 def _jobs(group: list[Member]) -> list[str]:

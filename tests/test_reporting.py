@@ -7,6 +7,7 @@ import math
 import runpy
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -330,3 +331,19 @@ def test_runs_table_shows_the_verdict_at_initialisation(comparison):
     assert _row(table, "3_activation=relu,seed=1")["verdict_init"] == "exploding"
     assert _row(table, "0_activation=sigmoid,seed=1")["verdict_init"] == ""  # no timeline
     assert "| verdict at init | verdict |" in comparison.markdown
+
+
+def test_a_config_named_by_many_overrides_keeps_its_seeds_figure_readable(tmp_path: Path):
+    # One config, its label every override but the seed: the legend beside the panel wraps
+    # it, where one long line left the axes no width (matplotlib's "axes sizes collapsed").
+    root = tmp_path / "multirun"
+    long = "data.download=false,paths.log_dir=-home-someone-experiments-logs,trainer.max_epochs=3"
+    for seed in (1, 2, 3):
+        _make_run(root, f"{seed - 1}_activation=sigmoid,{long},seed={seed}", "completed", 0.5, 0.5)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="constrained_layout not applied")
+        result = compare([root])
+    label = result.seeds["config"].iloc[0]
+    assert len(label) > 80
+    figure = Image.open(result.files["val_acc_seeds.png"])
+    assert figure.width < 1200  # the legend's lines wrapped, the panel kept its size

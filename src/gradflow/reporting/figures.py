@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +27,9 @@ from gradflow.reporting.tables import ci95_halfwidth
 ACTIVATIONS_PREFIX = f"{ACTIVATIONS}/"
 LAST_LAYER = "last"  # in --layers: each run's highest-numbered activation histogram
 MAX_HISTOGRAM_COLUMNS = 6
+# Characters per line of a legend entry: a config named by many overrides wraps at spaces,
+# so the legend beside the panels leaves them their width.
+LEGEND_WIDTH = 40
 
 
 def _palette(n: int) -> list[str]:
@@ -65,7 +69,8 @@ def _legend(fig: Figure, axes: np.ndarray) -> None:
     if handles:
         ncols = 1 if len(labels) <= 12 else 2
         # Beside the panels, centred: clear of the titles above them.
-        fig.legend(handles, labels, loc="outside right center", fontsize="small", ncols=ncols)
+        wrapped = [textwrap.fill(label, LEGEND_WIDTH) for label in labels]
+        fig.legend(handles, wrapped, loc="outside right center", fontsize="small", ncols=ncols)
 
 
 def metric_per_epoch_figure(

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 class PopulationLauncher(Launcher):
     """Runs a sweep's jobs in this process, each population of stackable jobs as one model."""
 
-    def __init__(self, max_members: int = 64, torch_threads: int | None = None) -> None:
+    def __init__(self, max_members: int = 64, torch_threads: int | None = -1) -> None:
         super().__init__()
         self.max_members = whole("hydra.launcher.max_members", max_members)
         if torch_threads is not None and torch_threads != -1:
