@@ -213,3 +213,24 @@ def test_script_sweeps_and_reports(tmp_path):
     bad = _script("model.depth=0", tmp_path=tmp_path)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("error: model.depth=0 is not allowed")
+
+
+@pytest.mark.parametrize("config", ["probe", "train"])
+def test_composing_claims_no_run_directory(config, tmp_path):
+    # The run and sweep directories are claimed (created) when Hydra resolves them for the
+    # job, not while the config is composed: probe.yaml once replaced training's directories
+    # by merging over them, which resolved them, and every probe left an empty
+    # logs/multiruns/<date>/<time> in the default log dir, whatever paths.log_dir said.
+    default_logs = REPO_ROOT / "logs"
+
+    def tree() -> set[Path]:
+        return set(default_logs.rglob("*")) if default_logs.exists() else set()
+
+    before = tree()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose(config, overrides=[f"paths.log_dir={tmp_path}"], return_hydra_config=True)
+    assert tree() == before
+    assert list(tmp_path.iterdir()) == []
+    wanted = "probes" if config == "probe" else "multiruns"
+    assert cfg.hydra.sweep.dir.startswith(f"{tmp_path}/{wanted}/")  # claimed when resolved
+    assert (Path(cfg.hydra.sweep.dir)).is_dir()

@@ -7,7 +7,7 @@ queued to it and idle for minutes; a worker whose sweep died while sending it it
 job waits forever for the rest of it. The dead process cannot clean up, so the others do:
 
 - `mark_sweep_process()`, called by the Hydra callback `SweepGuard` when a sweep starts
-  (conf/hydra/default.yaml; single runs need no guard), before any job is launched, names
+  (conf/hydra/common.yaml; single runs need no guard), before any job is launched, names
   the sweep's process in the environment, which every process it starts inherits, and
   starts a small guard process (`python -m gradflow.training.orphans`, Linux only);
 - `exit_with_sweep_process()`, called as each job starts, does nothing in the sweep's
