@@ -233,4 +233,4 @@ def test_composing_claims_no_run_directory(config, tmp_path):
     assert list(tmp_path.iterdir()) == []
     wanted = "probes" if config == "probe" else "multiruns"
     assert cfg.hydra.sweep.dir.startswith(f"{tmp_path}/{wanted}/")  # claimed when resolved
-    assert (Path(cfg.hydra.sweep.dir)).is_dir()
+    assert Path(cfg.hydra.sweep.dir).is_dir()

@@ -1,8 +1,8 @@
 """A Hydra callback that checks, before any job starts, that the log directory is writable.
 
-Run and sweep directories live under `paths.log_dir` (conf/hydra/default.yaml, probe.yaml), and a
-read-only or impossible place would surface as a long stack of Hydra's exception
-formatting when the directory is made. `WritableLogDir` makes `paths.log_dir` and a file
+Run and sweep directories live under `paths.log_dir` (conf/hydra/default.yaml and
+probe.yaml), and a read-only or impossible place would surface as a long stack of Hydra's
+exception formatting when the directory is made. `WritableLogDir` makes `paths.log_dir` and a file
 in it first; when it cannot, the command ends with one sentence and exit status 1.
 """
 
